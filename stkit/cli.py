@@ -1,0 +1,92 @@
+"""Command line of the kit: ``python -m stkit {report,run,data,stern} ...``.
+
+    python -m stkit report --size quick --out reports      # all notebooks -> reports/index.html
+    python -m stkit run notebooks/03_stern_two_stage_training.ipynb -p RUN_SIZE smoke
+    python -m stkit data cxr --out data/cxr_quick --size quick
+    python -m stkit stern train --labels data/cxr_quick/labels.csv --out runs/stern --size quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from pathlib import Path
+
+
+def _param_value(text: str):
+    """A -p value: a Python literal (3, 0.5, True, None, 'x') if it parses as one, else the string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _params(pairs) -> dict:
+    return {name: _param_value(value) for name, value in pairs or []}
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m stkit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    rep = sub.add_parser("report", help="run the numbered notebooks and write an HTML report")
+    rep.add_argument("--size", default="quick", choices=("smoke", "quick", "paper"))
+    rep.add_argument("--out", default="reports", help="report folder (executed notebooks, index.html, metrics.json)")
+    rep.add_argument("--only", nargs="*", help="notebook file names to run (default: all numbered notebooks)")
+    rep.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="notebook parameter")
+    rep.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+
+    run = sub.add_parser("run", help="run one notebook with papermill")
+    run.add_argument("notebook")
+    run.add_argument("--out", help="executed copy (default: reports/<name>.ipynb)")
+    run.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="notebook parameter")
+
+    data = sub.add_parser("data", help="generate the built-in synthetic data")
+    data.add_argument("kind", choices=("cxr",))
+    data.add_argument("--out", required=True)
+    data.add_argument("--size", default="quick", choices=("smoke", "quick"))
+    data.add_argument("--seed", type=int, default=0)
+
+    stern = sub.add_parser("stern", help="train and test STERN (two stages) and its baselines")
+    stern.add_argument("action", choices=("train",))
+    stern.add_argument("--labels", required=True, help="kit-format label CSV")
+    stern.add_argument("--out", required=True, help="run folder (checkpoints, results.json); an existing run resumes")
+    stern.add_argument("--size", default="quick", choices=("smoke", "quick", "paper"))
+    stern.add_argument("--variants", nargs="+", default=["bounded", "baseline"], choices=("bounded", "faithful", "baseline"))
+    stern.add_argument("--seed", type=int, default=0)
+    stern.add_argument("--device", default="cpu")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .runner import NotebookError, run_all, run_notebook
+
+    try:
+        if args.command == "report":
+            only = None
+            if args.only:
+                from .runner import NOTEBOOK_DIR
+
+                only = [NOTEBOOK_DIR / name for name in args.only]
+            metrics = run_all(args.size, args.out, only, _params(args.p), log_output=args.log_output)
+            print(json.dumps({k: v for k, v in metrics.items() if k != "report"}, indent=1, default=float))
+            print(f"report: {Path(args.out).resolve() / 'index.html'}")
+        elif args.command == "run":
+            out = args.out or Path("reports") / Path(args.notebook).name
+            print(run_notebook(args.notebook, out, _params(args.p)))
+        elif args.command == "data":
+            from data_prep.synthetic_cxr import generate_synthetic_cxr
+
+            print(generate_synthetic_cxr(args.out, size=args.size, seed=args.seed))
+        elif args.command == "stern":
+            from .experiment import run_stern
+
+            results = run_stern(args.labels, args.out, args.size, tuple(args.variants), args.seed, args.device)
+            print(json.dumps(results, indent=1))
+    except (NotebookError, FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,107 @@
+"""Evaluation of STERN-style models: scores, ROC AUC, and where the attention looked.
+
+- ``predict`` runs a model over a dataset and returns probabilities, labels and the STN
+  window of every image.
+- ``roc_auc`` / ``roc_curve`` wrap scikit-learn (the field's reference implementation).
+- ``localisation_metrics`` asks whether the attended window contains the lesions on
+  abnormal images: the fraction of lesion boxes whose centre lies inside the window,
+  and the mean fraction of each box's area inside it. A window covering the whole image
+  scores 1 on both, so the mean window area is reported beside them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .stn import window_to_pixels
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, dataset: Dataset, device: str | torch.device = "cpu", batch_size: int = 64) -> dict:
+    """Run ``model`` over ``dataset`` (items: image, label, index) in eval mode.
+
+    Returns numpy arrays: ``labels`` (K,), ``scores`` (K,) sigmoid probabilities,
+    ``indices`` (K,), and for models with an STN ``theta`` (K, 2, 3), ``aspect`` (K,)
+    and ``window_px`` (K, 4) as (x0, y0, x1, y1) in the input image's pixels
+    (``None`` for the no-STN baseline).
+    """
+    was_training = model.training
+    model.eval()
+    labels, scores, indices, thetas, aspects, windows = [], [], [], [], [], []
+    for images, y, idx in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        out = model(images.to(device))
+        labels.append(y.numpy())
+        scores.append(torch.sigmoid(out.logit.float()).cpu().numpy())
+        indices.append(np.asarray(idx))
+        if out.theta is not None:
+            thetas.append(out.theta.cpu().numpy())
+            aspects.append(out.aspect.cpu().numpy())
+            windows.append(window_to_pixels(out.theta.cpu(), images.shape[-2], images.shape[-1]).numpy())
+    model.train(was_training)
+    cat = lambda xs: np.concatenate(xs) if xs else None  # noqa: E731
+    return {"labels": cat(labels), "scores": cat(scores), "indices": cat(indices), "theta": cat(thetas), "aspect": cat(aspects), "window_px": cat(windows)}
+
+
+def _check_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    labels, scores = np.asarray(labels, dtype=float), np.asarray(scores, dtype=float)
+    if labels.shape != scores.shape or labels.ndim != 1:
+        raise ValueError(f"labels and scores must be 1-D of equal length, got {labels.shape} and {scores.shape}")
+    if not np.isfinite(scores).all():
+        raise ValueError(f"{int((~np.isfinite(scores)).sum())} scores are NaN or infinite")
+    if len(np.unique(labels)) != 2:
+        raise ValueError(f"ROC AUC needs both classes among the labels, got {np.unique(labels).tolist()}")
+    return labels, scores
+
+
+def roc_auc(labels, scores) -> float:
+    """Area under the ROC curve (scikit-learn)."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(*_check_scores(labels, scores)))
+
+
+def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    """(false-positive rates, true-positive rates) of the ROC curve (scikit-learn)."""
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
+    fpr, tpr, _ = sk_roc_curve(*_check_scores(labels, scores))
+    return fpr, tpr
+
+
+def localisation_metrics(windows_px: np.ndarray, boxes: list[np.ndarray]) -> dict:
+    """Score attended windows against lesion boxes.
+
+    Args:
+        windows_px: (K, 4) windows as (x0, y0, x1, y1) pixels, one per image.
+        boxes: K arrays of shape (B_k, 4) as (x, y, w, h) pixels; images without
+            boxes (normal ones, or abnormal without annotation) contribute nothing.
+    Returns:
+        ``center_in_window``: fraction of boxes whose centre lies inside their image's window;
+        ``area_in_window``: mean over boxes of (box area inside the window) / (box area);
+        ``n_boxes``. Report :func:`window_area_fraction` beside these: a window that
+        covers the whole image trivially scores 1.
+    """
+    windows_px = np.asarray(windows_px, dtype=float)
+    if len(windows_px) != len(boxes):
+        raise ValueError(f"{len(windows_px)} windows but {len(boxes)} box lists")
+    centre_hits, area_fracs = [], []
+    for (x0, y0, x1, y1), bxs in zip(windows_px, boxes):
+        for bx, by, bw, bh in np.asarray(bxs, dtype=float).reshape(-1, 4):
+            cx, cy = bx + bw / 2, by + bh / 2
+            centre_hits.append(x0 <= cx <= x1 and y0 <= cy <= y1)
+            iw = max(0.0, min(x1, bx + bw) - max(x0, bx))
+            ih = max(0.0, min(y1, by + bh) - max(y0, by))
+            area_fracs.append(iw * ih / (bw * bh))
+    if not centre_hits:
+        raise ValueError("no lesion boxes to score: localisation needs abnormal images with boxes")
+    return {"center_in_window": float(np.mean(centre_hits)), "area_in_window": float(np.mean(area_fracs)), "n_boxes": len(centre_hits)}
+
+
+def window_area_fraction(windows_px: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(K,) area of each window clipped to the image, as a fraction of the image area."""
+    w = np.asarray(windows_px, dtype=float)
+    iw = np.clip(np.minimum(w[:, 2], width) - np.maximum(w[:, 0], 0), 0, None)
+    ih = np.clip(np.minimum(w[:, 3], height) - np.maximum(w[:, 1], 0), 0, None)
+    return iw * ih / (height * width)

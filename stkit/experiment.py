@@ -1,0 +1,88 @@
+"""STERN experiments end to end: data splits -> model -> stages -> test metrics.
+
+The pieces live in their own modules (``stern``, ``train``, ``evaluate``, ``recipes``);
+this module strings them together the way notebook 03 and ``python -m stkit stern train``
+do, so both follow one code path.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .evaluate import localisation_metrics, predict, roc_auc, window_area_fraction
+from .recipes import IMAGE_SIZE, stern_model_kwargs, stern_stages
+from .stern import STERN
+from .train import StageResult, train_stage
+
+SPLITS = ("train", "val", "test")
+
+
+def load_cxr_splits(labels_csv: str | Path, image_size=None) -> dict:
+    """The train/val/test :class:`~stkit.data.CXRDataset` of a kit-format label CSV.
+
+    Every image is decoded here, so a missing or corrupt file fails before training starts.
+    """
+    from .data import CXRDataset
+
+    splits = {s: CXRDataset(labels_csv, s, image_size=image_size) for s in SPLITS}
+    empty = [s for s, d in splits.items() if len(d) == 0]
+    if empty:
+        raise ValueError(f"{labels_csv}: split(s) {empty} have no images")
+    return splits
+
+
+def build_stern(size: str, variant: str = "bounded", seed: int = 0, **overrides) -> STERN:
+    """A freshly initialised STERN (or baseline) for a run size; the seed fixes the init."""
+    torch.manual_seed(seed)
+    return STERN(**(stern_model_kwargs(size, variant) | overrides))
+
+
+def evaluate_stern(model: STERN, test_set, device="cpu") -> dict:
+    """Test ROC AUC and, for models with an STN, where the attention looked.
+
+    Returns the numbers plus ``predictions`` (the raw output of :func:`stkit.evaluate.predict`).
+    """
+    pred = predict(model, test_set, device=device)
+    out = {"test_auc": roc_auc(pred["labels"], pred["scores"]), "predictions": pred}
+    if pred["theta"] is not None:
+        h, w = test_set[0][0].shape[-2:]
+        abnormal = np.flatnonzero(pred["labels"] == 1)
+        boxes = [test_set.boxes(int(pred["indices"][i])).numpy() for i in abnormal]
+        loc = localisation_metrics(pred["window_px"][abnormal], boxes)
+        out |= {
+            "lesion_center_in_window": loc["center_in_window"],
+            "lesion_area_in_window": loc["area_in_window"],
+            "n_lesion_boxes": loc["n_boxes"],
+            "mean_window_area": float(window_area_fraction(pred["window_px"], h, w).mean()),
+            "mean_aspect": float(pred["aspect"].mean()),
+        }
+    return out
+
+
+def train_variant(size: str, variant: str, splits: dict, run_dir: str | Path, seed: int = 0, device="cpu", progress: bool = True, **model_overrides):
+    """Build and train one variant through all its stages; returns (model, [StageResult])."""
+    model = build_stern(size, variant, seed, **model_overrides)
+    results: list[StageResult] = []
+    for stage in stern_stages(size, variant):
+        results.append(train_stage(model, splits["train"], splits["val"], stage, Path(run_dir) / variant, seed, device, progress))
+    return model, results
+
+
+def run_stern(labels_csv: str | Path, run_dir: str | Path, size: str = "quick", variants=("bounded", "baseline"), seed: int = 0, device="cpu", progress=True) -> dict:
+    """Train and test each variant; writes ``run_dir/results.json`` and returns it."""
+    splits = load_cxr_splits(labels_csv, IMAGE_SIZE[size])  # fails on bad data before writing anything
+    results = {}
+    for variant in variants:
+        t0 = time.perf_counter()
+        model, stages = train_variant(size, variant, splits, run_dir, seed, device, progress)
+        ev = evaluate_stern(model, splits["test"], device)
+        ev.pop("predictions")
+        results[variant] = ev | {"best_val_auc": [s.best_val_auc for s in stages], "seconds": time.perf_counter() - t0}
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / "results.json").write_text(json.dumps(results, indent=2))
+    return results

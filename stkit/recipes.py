@@ -1,0 +1,81 @@
+"""Run-size recipes for STERN: model settings and training stages per size.
+
+- ``smoke``: seconds on a CPU; checks that everything runs (CI).
+- ``quick``: minutes on a 2-core CPU; the synthetic chest X-rays at 256 px, a small CNN
+  behind the STN looking at a 64x64 glimpse, real learning.
+- ``paper``: the paper's model (VGG16 on 256 px inputs, glimpse = input size,
+  official localisation net) for real data on a GPU.
+
+The STERN papers do not publish which layers are frozen per stage, the optimiser, the
+learning rates or the epochs. The kit's choice, used by every size: stage 1 trains the
+whole network with BCE; stage 2 fine-tunes the whole network at a lower learning rate
+with the aspect-ratio term (lambda = 1, Sf = 1.25, the only value the official code
+shows). ``StageConfig.freeze`` changes what trains, e.g. ``("classifier",)`` for a
+stage 2 that only moves the window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .train import StageConfig
+
+VARIANTS = ("bounded", "faithful", "baseline")
+
+_MODEL = {
+    "smoke": dict(backbone="small", backbone_width=8, glimpse_size=(32, 32), loc_input_size=80, loc_pool=1, loc_width=4),
+    "quick": dict(backbone="small", backbone_width=32, glimpse_size=(64, 64), loc_input_size=96, loc_pool=2, loc_width=8),
+    "paper": dict(backbone="vgg16", glimpse_size=None, loc_input_size=None, loc_pool=12, loc_width=16),
+}
+
+_STAGES = {
+    "smoke": [
+        StageConfig("stage1", epochs=1, lr=2e-3, batch_size=16),
+        StageConfig("stage2", epochs=1, lr=5e-4, batch_size=16, aspect_lambda=1.0),
+    ],
+    "quick": [
+        StageConfig("stage1", epochs=14, lr=2e-3, stn_lr=1e-3, batch_size=32, warmup_epochs=1),
+        StageConfig("stage2", epochs=4, lr=3e-4, batch_size=32, aspect_lambda=1.0),
+    ],
+    "paper": [
+        StageConfig("stage1", epochs=30, lr=1e-4, batch_size=32, warmup_epochs=1, num_workers=8),
+        StageConfig("stage2", epochs=10, lr=1e-5, batch_size=32, aspect_lambda=1.0, num_workers=8),
+    ],
+}
+
+# Image size the data is read at; None keeps the files' size (the synthetic sets are 128 / 256 px).
+IMAGE_SIZE = {"smoke": None, "quick": None, "paper": 256}
+
+
+def stern_model_kwargs(size: str, variant: str = "bounded") -> dict:
+    """Keyword arguments of :class:`stkit.stern.STERN` for a run size and variant.
+
+    ``bounded``: the kit's default STN; ``faithful``: the official unconstrained theta and
+    its (1, 0.1, 0, 0) start; ``baseline``: no STN, the classifier sees the whole image
+    resized to the glimpse size.
+    """
+    _check(size, variant)
+    kw = dict(_MODEL[size])
+    if variant == "baseline":
+        return {k: kw[k] for k in ("backbone", "backbone_width", "glimpse_size") if k in kw} | {"use_stn": False}
+    return kw | {"parameterisation": variant}
+
+
+def stern_stages(size: str, variant: str = "bounded") -> list[StageConfig]:
+    """The training stages for a size. The baseline has no window, so it gets only stage 1,
+    lengthened by stage 2's epochs so that it trains for the same budget."""
+    _check(size, variant)
+    stages = [replace(s) for s in _STAGES[size]]
+    if variant == "baseline":
+        s1 = stages[0]
+        return [replace(s1, epochs=sum(s.epochs for s in stages), stn_lr=None)]
+    if variant == "faithful":  # the official loss: BCE on probabilities + unit-weight hinge
+        stages = [replace(s, faithful_loss=True) for s in stages]
+    return stages
+
+
+def _check(size: str, variant: str) -> None:
+    if size not in _MODEL:
+        raise ValueError(f"run size must be one of {tuple(_MODEL)}, got {size!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")

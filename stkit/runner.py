@@ -1,0 +1,214 @@
+"""Run the numbered notebooks headlessly (papermill) and build the HTML report.
+
+Used by ``make report`` (``python -m stkit report``), by the tests (smoke runs) and by
+users (``python -m stkit run notebooks/03_....ipynb -p RUN_SIZE quick``).
+
+Why not plain ``papermill``: it only *warns* about a misspelled ``-p`` name and runs the
+notebook with the default, so a typo silently changes an experiment. Here every name is
+checked against the notebook's ``parameters`` cell first, and nothing is written unless
+all names are known. Notebooks run with ``cwd`` set to the notebooks folder, a failing
+cell raises :class:`NotebookError` naming the notebook, the cell and the error, and each
+executed notebook is converted to HTML. Each notebook writes its key numbers to
+``OUT_DIR/metrics.json`` as ``{section: {...}}``; the sections are merged into the
+report's ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import json
+import time
+from pathlib import Path
+
+import nbformat
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+RUN_SIZES = ("smoke", "quick", "paper")
+
+
+class NotebookError(RuntimeError):
+    """A notebook cell failed, or a notebook was asked for something it does not accept."""
+
+
+def numbered_notebooks(notebook_dir: str | Path = NOTEBOOK_DIR) -> list[Path]:
+    """The ``NN_name.ipynb`` notebooks of ``notebook_dir``, in order."""
+    notebook_dir = Path(notebook_dir)
+    if not notebook_dir.is_dir():
+        raise FileNotFoundError(f"notebook folder {notebook_dir} not found (the notebooks ship with the repository, not the wheel)")
+    return sorted(p for p in notebook_dir.glob("[0-9][0-9]_*.ipynb"))
+
+
+def notebook_parameters(path: str | Path) -> dict[str, object]:
+    """Names and default values assigned in the notebook's cell tagged ``parameters``."""
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise NotebookError(f"{path.name}: expected exactly one cell tagged 'parameters', found {len(cells)}")
+    params: dict[str, object] = {}
+    for node in ast.parse(cells[0].source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for t in targets:
+            if isinstance(t, ast.Name):
+                try:
+                    params[t.id] = ast.literal_eval(node.value)
+                except ValueError:
+                    params[t.id] = ast.unparse(node.value)
+    return params
+
+
+def check_parameters(path: str | Path, parameters: dict) -> None:
+    """Raise :class:`NotebookError` listing any name that the notebook does not declare."""
+    known = notebook_parameters(path)
+    unknown = sorted(set(parameters) - set(known))
+    if unknown:
+        raise NotebookError(f"{Path(path).name}: unknown parameter(s) {unknown}; the notebook accepts {sorted(known)}")
+    if "RUN_SIZE" in parameters and parameters["RUN_SIZE"] not in RUN_SIZES:
+        raise NotebookError(f"{Path(path).name}: RUN_SIZE must be one of {RUN_SIZES}, got {parameters['RUN_SIZE']!r}")
+
+
+def _kernel_name() -> str:
+    """The kernel ``make`` registers (this environment's Python), else the default one."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return "stkit" if "stkit" in KernelSpecManager().find_kernel_specs() else "python3"
+
+
+def run_notebook(path: str | Path, output: str | Path, parameters: dict | None = None, html_output: bool = True, log_output: bool = False) -> Path:
+    """Execute one notebook with papermill; returns the executed copy's path.
+
+    Raises :class:`NotebookError` for an unknown parameter (before writing anything) or
+    a failing cell (the executed copy, with the traceback, is kept at ``output``).
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    path, output = Path(path).resolve(), Path(output).resolve()
+    parameters = dict(parameters or {})
+    check_parameters(path, parameters)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(
+            str(path), str(output), parameters=parameters, cwd=str(path.parent), kernel_name=_kernel_name(), progress_bar=False, log_output=log_output
+        )
+    except PapermillExecutionError as err:
+        raise NotebookError(
+            f"{path.name} failed in cell {err.exec_count} with {err.ename}: {err.evalue}\n"
+            f"  the executed copy with the full traceback is {output}"
+        ) from None
+    finally:
+        if html_output and output.exists():
+            to_html(output)
+    return output
+
+
+def to_html(ipynb: str | Path) -> Path:
+    """Convert an executed notebook to a standalone HTML page beside it."""
+    from nbconvert import HTMLExporter
+
+    ipynb = Path(ipynb)
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(ipynb, as_version=4))
+    out = ipynb.with_suffix(".html")
+    out.write_text(body, encoding="utf-8")
+    return out
+
+
+def run_all(
+    size: str = "quick",
+    out_root: str | Path = "reports",
+    notebooks: list[str | Path] | None = None,
+    extra: dict | None = None,
+    data_dir: str | Path = DATA_DIR,
+    log_output: bool = False,
+) -> dict:
+    """Run notebooks in order at ``size`` and write ``out_root/{index.html, metrics.json}``.
+
+    ``extra`` parameters go to every notebook that declares them; a name that no notebook
+    declares is an error, raised before anything runs. Returns the merged metrics.
+    """
+    if size not in RUN_SIZES:
+        raise NotebookError(f"size must be one of {RUN_SIZES}, got {size!r}")
+    paths = [Path(p).resolve() for p in notebooks] if notebooks else numbered_notebooks()
+    if not paths:
+        raise NotebookError("no notebooks to run")
+    out_root = Path(out_root).resolve()
+    extra = dict(extra or {})
+    declared = {p: notebook_parameters(p) for p in paths}
+    orphan = sorted(n for n in extra if not any(n in d for d in declared.values()))
+    if orphan:
+        raise NotebookError(f"unknown parameter(s) {orphan}: no notebook among {[p.name for p in paths]} declares them")
+    plans = []
+    for p in paths:
+        common = {"RUN_SIZE": size, "OUT_DIR": str(out_root / p.stem), "DATA_DIR": str(Path(data_dir).resolve()), "INTERACTIVE": False}
+        params = {k: v for k, v in (common | extra).items() if k in declared[p]}
+        check_parameters(p, params)
+        plans.append((p, params))
+
+    metrics: dict = {"report": {"size": size, "seconds": {}, "notebooks": []}}
+    status = []
+    for p, params in plans:
+        t0 = time.perf_counter()
+        executed = out_root / f"{p.stem}.ipynb"
+        print(f"running {p.name} (size {size}) ...", flush=True)
+        try:
+            run_notebook(p, executed, params, log_output=log_output)
+        except NotebookError as err:
+            status.append((p, executed, time.perf_counter() - t0, str(err)))
+            _write_report(out_root, metrics, status)
+            raise
+        seconds = time.perf_counter() - t0
+        status.append((p, executed, seconds, None))
+        metrics["report"]["seconds"][p.stem] = round(seconds, 1)
+        metrics["report"]["notebooks"].append(p.stem)
+        nb_metrics = Path(params.get("OUT_DIR", out_root / p.stem)) / "metrics.json"
+        if nb_metrics.exists():
+            for section, values in json.loads(nb_metrics.read_text()).items():
+                if section in metrics and section != "report":
+                    raise NotebookError(f"{p.name} writes metrics section {section!r}, which an earlier notebook wrote too")
+                metrics[section] = values
+        print(f"  done in {seconds:.0f} s", flush=True)
+    _write_report(out_root, metrics, status)
+    return metrics
+
+
+def _write_report(out_root: Path, metrics: dict, status: list) -> None:
+    """metrics.json and an index page linking every executed notebook."""
+    from .paper import comparison_rows
+
+    out_root.mkdir(parents=True, exist_ok=True)
+    (out_root / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td><a href='{esc(ex.with_suffix('.html').name)}'>{esc(p.name)}</a></td><td>{sec:.0f} s</td>"
+        f"<td>{'ok' if err is None else '<b>failed</b>: ' + esc(err)}</td></tr>"
+        for p, ex, sec, err in status
+    )
+    metric_rows = "".join(
+        f"<tr><td>{esc(section)}</td><td>{esc(k)}</td><td>{esc(_fmt(v))}</td></tr>"
+        for section, values in metrics.items()
+        if section != "report" and isinstance(values, dict)
+        for k, v in values.items()
+    )
+    paper_rows = "".join(
+        f"<tr><td>{esc(r['quantity'])}</td><td>{esc(r['paper'])}</td><td>{esc(r['source'])}</td><td>{esc(r['this_run'])}</td></tr>"
+        for r in comparison_rows(metrics)
+    )
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>stkit report ({esc(metrics['report']['size'])})</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse;margin-bottom:2em}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}th{{background:#eee}}</style></head><body>
+<h1>stkit report: run size <code>{esc(metrics['report']['size'])}</code></h1>
+<h2>Notebooks</h2><table><tr><th>notebook</th><th>time</th><th>status</th></tr>{rows}</table>
+<h2>Key numbers</h2><table><tr><th>section</th><th>metric</th><th>value</th></tr>{metric_rows}</table>
+<h2>Papers and this run</h2>
+<p>Paper numbers come from the sources named; "unverified" marks numbers not checked against the paper's PDF.
+The built-in data is synthetic, so its numbers show that the mechanism works, not that the paper is reproduced;
+run size <code>paper</code> on the real datasets for that.</p>
+<table><tr><th>quantity</th><th>paper</th><th>source</th><th>this run</th></tr>{paper_rows}</table>
+<p>Machine-readable: <a href="metrics.json">metrics.json</a></p></body></html>"""
+    (out_root / "index.html").write_text(page, encoding="utf-8")
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,158 @@
+"""STERN: an attention spatial transformer in front of a normal-vs-abnormal classifier.
+
+    image (B, C, H, W) --AttentionSTN--> glimpse (B, C, h, w) --backbone--> logit (B,)
+
+One forward pass returns the logit *and* the STN outputs (glimpse, theta, sx/sy), so the
+stage-2 aspect-ratio term needs no second STN pass (the official README runs one).
+
+Backbones: ``vgg16`` (the paper's, last layer -> 1 logit), ``resnet18``, ``resnet50``,
+``densenet121`` (torchvision, random init unless ``pretrained=True``), and ``small``, a
+four-block CNN sized for CPU runs of the synthetic data. ``use_stn=False`` gives the
+no-STN baseline: the whole image is resized to the glimpse size, so both models see the
+same number of pixels and spend the same classifier compute.
+
+The loss (``STERNLoss``) is BCE + lambda * mean(relu(sx/sy - Sf)); ``faithful=True``
+computes it the official way (BCE on the sigmoid, unit-weight hinge).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .stn import AttentionSTN
+
+BACKBONES = ("small", "vgg16", "resnet18", "resnet50", "densenet121")
+
+
+# ----------------------------------------------------------------------------- backbones
+def small_cnn(in_channels: int = 1, width: int = 32) -> nn.Sequential:
+    """Four Conv-BN-ReLU-MaxPool blocks, global average pool, one logit. ~0.3 M parameters at width 32."""
+    chans = [in_channels, width, 2 * width, 4 * width, 4 * width]
+    layers: list[nn.Module] = []
+    for cin, cout in zip(chans[:-1], chans[1:]):
+        layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(chans[-1], 1)]
+    return nn.Sequential(*layers)
+
+
+def _torchvision_backbone(name: str, pretrained: bool) -> nn.Module:
+    """A torchvision classifier with its last layer replaced by a single-logit Linear."""
+    import torchvision.models as tvm
+
+    weights = {"vgg16": "IMAGENET1K_V1", "resnet18": "IMAGENET1K_V1", "resnet50": "IMAGENET1K_V2", "densenet121": "IMAGENET1K_V1"}[name]
+    try:
+        net = getattr(tvm, name)(weights=weights if pretrained else None)
+    except Exception as err:  # urllib / socket errors when offline
+        raise RuntimeError(
+            f"could not load ImageNet weights for {name} ({type(err).__name__}: {err}). "
+            "The kit downloads nothing unless asked; with no network, put the torchvision weight file in "
+            f"{_torch_hub_dir()}/checkpoints/ or use pretrained=False."
+        ) from err
+    if name == "vgg16":
+        net.classifier[-1] = nn.Linear(net.classifier[-1].in_features, 1)
+    elif name.startswith("resnet"):
+        net.fc = nn.Linear(net.fc.in_features, 1)
+    else:
+        net.classifier = nn.Linear(net.classifier.in_features, 1)
+    return net
+
+
+def _torch_hub_dir() -> str:
+    return torch.hub.get_dir()
+
+
+class Backbone(nn.Module):
+    """Wraps a classifier so it takes ``in_channels`` images and returns logits (B,)."""
+
+    def __init__(self, name: str = "small", in_channels: int = 1, pretrained: bool = False, width: int = 32):
+        super().__init__()
+        if name not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
+        if name == "small":
+            if pretrained:
+                raise ValueError("the 'small' backbone has no pretrained weights")
+            self.net, self.net_channels = small_cnn(in_channels, width), in_channels
+        else:
+            self.net, self.net_channels = _torchvision_backbone(name, pretrained), 3
+        self.name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.net_channels:  # grey images into an RGB network: repeat the channel
+            x = x.expand(-1, self.net_channels, -1, -1)
+        return self.net(x).squeeze(1)
+
+
+# ----------------------------------------------------------------------------- STERN
+class STERNOutput(NamedTuple):
+    logit: torch.Tensor  # (B,)
+    glimpse: torch.Tensor  # (B, C, h, w) what the classifier saw
+    theta: torch.Tensor | None  # (B, 2, 3); None for the no-STN baseline
+    aspect: torch.Tensor | None  # (B,) sx / sy
+    sx: torch.Tensor | None
+    sy: torch.Tensor | None
+
+
+class STERN(nn.Module):
+    """STN + classifier. See the module docstring; STN arguments pass to :class:`AttentionSTN`."""
+
+    def __init__(
+        self,
+        backbone: str = "vgg16",
+        in_channels: int = 1,
+        pretrained: bool = False,
+        use_stn: bool = True,
+        glimpse_size: tuple[int, int] | None = None,
+        backbone_width: int = 32,
+        **stn_kwargs,
+    ):
+        super().__init__()
+        self.use_stn = use_stn
+        self.glimpse_size = tuple(glimpse_size) if glimpse_size is not None else None
+        self.stn = AttentionSTN(in_channels, glimpse_size=glimpse_size, **stn_kwargs) if use_stn else None
+        if not use_stn and stn_kwargs:
+            raise ValueError(f"STN options given to a model without STN: {sorted(stn_kwargs)}")
+        self.classifier = Backbone(backbone, in_channels, pretrained, backbone_width)
+
+    def forward(self, x: torch.Tensor) -> STERNOutput:
+        if x.ndim != 4:
+            raise ValueError(f"STERN expects images (B, C, H, W), got shape {tuple(x.shape)}")
+        if self.stn is None:
+            g = x if self.glimpse_size is None else F.interpolate(x, size=self.glimpse_size, mode="bilinear", align_corners=False, antialias=True)
+            return STERNOutput(self.classifier(g), g, None, None, None, None)
+        s = self.stn(x)
+        return STERNOutput(self.classifier(s.glimpse), s.glimpse, s.theta, s.aspect, s.sx, s.sy)
+
+
+# ----------------------------------------------------------------------------- loss
+class STERNLoss(nn.Module):
+    """BCE plus the stage-2 aspect-ratio hinge: BCE + lam * mean(relu(sx/sy - sf)).
+
+    ``lam=0`` is stage 1 (plain BCE). The default computes BCE from logits (stable for
+    confident predictions). ``faithful=True`` reproduces the official loss.py: BCELoss on
+    sigmoid probabilities plus the hinge with weight 1 (``lam`` must then be 0 or 1).
+    """
+
+    def __init__(self, lam: float = 0.0, sf: float = 1.25, faithful: bool = False):
+        super().__init__()
+        if faithful and lam not in (0.0, 1.0):
+            raise ValueError("the official loss has no weight on the aspect term: use lam=0 (stage 1) or 1 (stage 2)")
+        self.lam, self.sf, self.faithful = float(lam), float(sf), faithful
+
+    def aspect_term(self, aspect: torch.Tensor) -> torch.Tensor:
+        return F.relu(aspect - self.sf).mean()
+
+    def forward(self, logit: torch.Tensor, target: torch.Tensor, aspect: torch.Tensor | None = None) -> torch.Tensor:
+        target = target.to(logit.dtype)
+        if self.faithful:
+            bce = F.binary_cross_entropy(torch.sigmoid(logit), target)
+        else:
+            bce = F.binary_cross_entropy_with_logits(logit, target)
+        if self.lam == 0.0:
+            return bce
+        if aspect is None:
+            raise ValueError("the aspect-ratio term needs the STN's sx/sy (a model with use_stn=True)")
+        return bce + self.lam * self.aspect_term(aspect)

@@ -1,0 +1,193 @@
+"""Spatial-transformer geometry and the attention STN used by STERN.
+
+An *attention* spatial transformer predicts a window, not a general warp:
+
+    theta = [[sx, 0, tx],
+             [0, sy, ty]]
+
+maps each output (glimpse) grid point (u, v) in [-1, 1]^2 to the input point
+(x, y) = (sx*u + tx, sy*v + ty). The glimpse therefore shows the input window
+x in [tx - sx, tx + sx], y in [ty - sy, ty + sy] (normalised coordinates), and
+sx/sy is that window's aspect ratio (width / height). Sampling is bilinear with
+``align_corners=False``: -1 and +1 are the outer *edges* of the border pixels.
+
+Two parameterisations of the four numbers are offered:
+
+- ``faithful``: the official STERN code. The regressor's raw outputs are
+  (sx, sy, tx, ty) with no constraint; its last layer starts with zero weights and
+  bias (1, 0.1, 0, 0), i.e. a full-width, 10 %-high strip with aspect ratio 10.
+- ``bounded`` (default): scales live in (s_min, 1) through a sigmoid and the
+  translations are squashed so the window never leaves the image; the bias starts
+  near the identity (window covering ``init_scale`` of each side), so training
+  begins from "look at everything" and sx/sy starts at 1.
+
+This module knows nothing about classifiers; ``stkit.stern`` puts a classifier
+behind it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PARAMETERISATIONS = ("bounded", "faithful")
+
+
+# ----------------------------------------------------------------------------- geometry
+def theta_from_window(sx, sy, tx, ty) -> torch.Tensor:
+    """(B,) tensors (or floats) -> theta (B, 2, 3) of the window centred at (tx, ty)."""
+    sx, sy, tx, ty = (v if torch.is_tensor(v) else torch.tensor(float(v)) for v in (sx, sy, tx, ty))
+    sx, sy, tx, ty = torch.broadcast_tensors(sx.reshape(-1), sy.reshape(-1), tx.reshape(-1), ty.reshape(-1))
+    zero = torch.zeros_like(sx)
+    return torch.stack([torch.stack([sx, zero, tx], -1), torch.stack([zero, sy, ty], -1)], 1)
+
+
+def window_from_theta(theta: torch.Tensor) -> torch.Tensor:
+    """theta (B, 2, 3) -> (B, 4) as (sx, sy, tx, ty). Off-diagonal terms are ignored."""
+    return torch.stack([theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2]], -1)
+
+
+def window_to_pixels(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """theta (B, 2, 3) -> attended window (B, 4) as (x0, y0, x1, y1) in pixel-edge coordinates.
+
+    With align_corners=False the normalised coordinate -1 is the left edge of pixel 0
+    (pixel coordinate 0) and +1 the right edge of the last pixel (coordinate W), so
+    x_pixel = (x_norm + 1) / 2 * W. Negative scales (possible in faithful mode) flip
+    the glimpse; the window is the same set of points, so edges are sorted.
+    """
+    sx, sy, tx, ty = window_from_theta(theta).unbind(-1)
+    xa, xb = (tx - sx + 1) / 2 * width, (tx + sx + 1) / 2 * width
+    ya, yb = (ty - sy + 1) / 2 * height, (ty + sy + 1) / 2 * height
+    return torch.stack([torch.minimum(xa, xb), torch.minimum(ya, yb), torch.maximum(xa, xb), torch.maximum(ya, yb)], -1)
+
+
+def pixels_to_theta(box_xyxy: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`window_to_pixels`: (B, 4) pixel window -> theta (B, 2, 3)."""
+    box = box_xyxy if box_xyxy.is_floating_point() else box_xyxy.float()
+    x0, y0, x1, y1 = box.unbind(-1)
+    sx, sy = (x1 - x0) / width, (y1 - y0) / height
+    tx, ty = (x0 + x1) / width - 1, (y0 + y1) / height - 1
+    return theta_from_window(sx, sy, tx, ty)
+
+
+def glimpse(image: torch.Tensor, theta: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Sample the window ``theta`` of ``image`` (B, C, H, W) onto a (B, C, *size) grid.
+
+    ``size=None`` keeps the input size, as the official STERN code does. A smaller
+    size looks at a crop of a large image at higher effective resolution than
+    resizing the whole image to that size would.
+    """
+    b, c, h, w = image.shape
+    oh, ow = (h, w) if size is None else size
+    grid = F.affine_grid(theta.to(image.dtype), [b, c, oh, ow], align_corners=False)  # (B, oh, ow, 2)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+# ----------------------------------------------------------------------------- networks
+class LocalisationNet(nn.Module):
+    """The official STERN localisation network, made size-agnostic.
+
+    Four unpadded conv blocks (Conv -> MaxPool(2) -> ReLU; 3->16 7x7, then 5x5 to 32,
+    64, 128 channels) and a 2-layer regressor to 4 numbers. The official code
+    flattens a hard-coded 128x12x12 map (inputs of 254..269 px only); here an
+    adaptive average pool to ``pool x pool`` sits before the flatten, which is the
+    identity at 256 px with pool=12, so the official network is a special case.
+    """
+
+    def __init__(self, in_channels: int = 1, pool: int = 12, hidden: int = 32, width: int = 16):
+        super().__init__()
+        chans = [in_channels, width, 2 * width, 4 * width, 8 * width]
+        kernels = [7, 5, 5, 5]
+        blocks = []
+        for cin, cout, k in zip(chans[:-1], chans[1:], kernels):
+            blocks += [nn.Conv2d(cin, cout, k), nn.MaxPool2d(2), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(pool)
+        self.regressor = nn.Sequential(nn.Linear(chans[-1] * pool * pool, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 4))
+
+    @staticmethod
+    def min_input_size() -> int:
+        """Smallest square input the four unpadded blocks accept (each needs >= 1 pixel left)."""
+        size = 1
+        for k in reversed([7, 5, 5, 5]):
+            size = 2 * size + k - 1
+        return size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, 4)
+        return self.regressor(self.pool(self.features(x)).flatten(1))
+
+
+class STNOutput(NamedTuple):
+    glimpse: torch.Tensor  # (B, C, h, w) the attended crop
+    theta: torch.Tensor  # (B, 2, 3)
+    aspect: torch.Tensor  # (B,) sx / sy, the window's width / height
+    sx: torch.Tensor  # (B,)
+    sy: torch.Tensor  # (B,)
+
+
+class AttentionSTN(nn.Module):
+    """Scale + translation spatial transformer (the "where to look" half of STERN).
+
+    Args:
+        in_channels: image channels.
+        parameterisation: ``"bounded"`` (default) or ``"faithful"`` (see module docstring).
+        s_min: smallest scale in bounded mode (0.2 = the window is at least 20 % of a side).
+        init_scale: bounded mode's starting scale (close to 1 = nearly the whole image).
+        glimpse_size: (h, w) of the sampled crop; None keeps the input size.
+        loc_input_size: the localisation net sees the image resized to this square size
+            (None: the raw image, as the official code). Finding a thorax needs no detail,
+            so a small size saves most of the compute on a CPU.
+        loc_pool, loc_width: localisation-net size (official: 12, 16).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        parameterisation: str = "bounded",
+        s_min: float = 0.2,
+        init_scale: float = 0.95,
+        glimpse_size: tuple[int, int] | None = None,
+        loc_input_size: int | None = None,
+        loc_pool: int = 12,
+        loc_width: int = 16,
+    ):
+        super().__init__()
+        if parameterisation not in PARAMETERISATIONS:
+            raise ValueError(f"parameterisation must be one of {PARAMETERISATIONS}, got {parameterisation!r}")
+        if not 0 < s_min < init_scale < 1:
+            raise ValueError(f"need 0 < s_min < init_scale < 1, got s_min={s_min}, init_scale={init_scale}")
+        if loc_input_size is not None and loc_input_size < LocalisationNet.min_input_size():
+            raise ValueError(f"loc_input_size must be >= {LocalisationNet.min_input_size()}, got {loc_input_size}")
+        self.parameterisation = parameterisation
+        self.s_min = s_min
+        self.glimpse_size = tuple(glimpse_size) if glimpse_size is not None else None
+        self.loc_input_size = loc_input_size
+        self.loc = LocalisationNet(in_channels, pool=loc_pool, width=loc_width)
+        last = self.loc.regressor[-1]
+        nn.init.zeros_(last.weight)
+        with torch.no_grad():
+            if parameterisation == "faithful":
+                last.bias.copy_(torch.tensor([1.0, 0.1, 0.0, 0.0]))
+            else:  # sigmoid^-1 of the starting scale, no translation
+                a = math.log((init_scale - s_min) / (1 - init_scale))
+                last.bias.copy_(torch.tensor([a, a, 0.0, 0.0]))
+
+    def window(self, raw: torch.Tensor) -> torch.Tensor:
+        """Regressor output (B, 4) -> (B, 4) window (sx, sy, tx, ty)."""
+        if self.parameterisation == "faithful":
+            return raw
+        s = self.s_min + (1 - self.s_min) * torch.sigmoid(raw[:, :2])  # (B, 2) in (s_min, 1)
+        t = (1 - s) * torch.tanh(raw[:, 2:])  # |t| < 1 - s: the window stays inside [-1, 1]
+        return torch.cat([s, t], 1)
+
+    def forward(self, x: torch.Tensor) -> STNOutput:
+        loc_in = x
+        if self.loc_input_size is not None and tuple(x.shape[-2:]) != (self.loc_input_size,) * 2:
+            loc_in = F.interpolate(x, size=(self.loc_input_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
+        sx, sy, tx, ty = self.window(self.loc(loc_in)).unbind(1)
+        theta = theta_from_window(sx, sy, tx, ty)
+        return STNOutput(glimpse(x, theta, self.glimpse_size), theta, sx / sy, sx, sy)

@@ -1,0 +1,193 @@
+"""Figures for spatial transformers and STERN: grids, windows, training curves, ROC, attention.
+
+Every function draws into a new matplotlib figure and returns it (notebooks display it
+inline); images are (H, W) or (1, H, W) arrays/tensors in [0, 1].
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.patches import Rectangle
+
+from ..stn import glimpse, theta_from_window, window_to_pixels
+
+
+def _img(x) -> np.ndarray:
+    x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+    return x.reshape(x.shape[-2:]) if x.ndim == 3 else x
+
+
+def _box(ax, x0, y0, x1, y1, color="tab:orange", lw=1.5, ls="-"):
+    """Draw a box given in pixel-edge coordinates (imshow puts pixel centres at integers)."""
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=lw, linestyle=ls))
+
+
+def show_cxr_samples(dataset, indices, title: str | None = None, cols: int = 4):
+    """Grid of images with label and lesion boxes (red) from a :class:`~stkit.data.CXRDataset`."""
+    rows = int(np.ceil(len(indices) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.7 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, indices):
+        img, label, _ = dataset[i]
+        ax.imshow(_img(img), cmap="gray", vmin=0, vmax=1)
+        for x, y, w, h in dataset.boxes(i).tolist():
+            _box(ax, x, y, x + w, y + h, color="red")
+        ax.set_title("abnormal" if label > 0.5 else "normal", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sampling_grid(image, theta: torch.Tensor, out_size=(8, 8), title: str = ""):
+    """Where an affine grid samples: the output grid's points drawn on the input image,
+    next to the resulting glimpse. Shows that theta maps *output* to *input* coordinates."""
+    img = torch.as_tensor(_img(image), dtype=torch.float32)[None, None]
+    h, w = img.shape[-2:]
+    grid = torch.nn.functional.affine_grid(theta.reshape(1, 2, 3), [1, 1, *out_size], align_corners=False)[0]
+    px = (grid[..., 0] + 1) / 2 * w - 0.5  # pixel-centre coordinates for plotting
+    py = (grid[..., 1] + 1) / 2 * h - 0.5
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 4))
+    a.imshow(img[0, 0], cmap="gray", vmin=0, vmax=1)
+    a.scatter(px.flatten(), py.flatten(), s=10, c=np.arange(px.numel()), cmap="viridis")
+    x0, y0, x1, y1 = window_to_pixels(theta.reshape(1, 2, 3), h, w)[0].tolist()
+    _box(a, x0, y0, x1, y1)
+    a.set_title("input: where the grid samples")
+    b.imshow(glimpse(img, theta.reshape(1, 2, 3), (64, 64))[0, 0], cmap="gray", vmin=0, vmax=1)
+    b.set_title("output (glimpse)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_align_corners(size: int = 4):
+    """The same normalised coordinates under align_corners=False (kit, STERN) and True.
+
+    Pixel centres of a ``size``-pixel row in normalised coordinates: with False, -1 and +1
+    are the outer edges of the border pixels; with True they are the border pixels' centres.
+    """
+    fig, axes = plt.subplots(2, 1, figsize=(7, 2.8), sharex=True)
+    centres = np.arange(size)
+    for ax, ac in zip(axes, (False, True)):
+        norm = (2 * centres + 1) / size - 1 if not ac else 2 * centres / (size - 1) - 1
+        for c in range(size + 1):
+            edge = (2 * c) / size - 1 if not ac else (2 * c - 1) / (size - 1) - 1
+            ax.axvline(edge, color="0.8")
+        ax.scatter(norm, np.zeros(size), s=80, zorder=3)
+        for c, n in zip(centres, norm):
+            ax.annotate(f"pixel {c}\n{n:+.2f}", (n, 0), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
+        ax.axvline(-1, color="tab:red", ls="--")
+        ax.axvline(1, color="tab:red", ls="--")
+        ax.set_yticks([])
+        ax.set_title(f"align_corners={ac}: red dashes at normalised -1 and +1", fontsize=9)
+        ax.set_ylim(-0.5, 1.2)
+    axes[-1].set_xlabel("normalised coordinate")
+    fig.tight_layout()
+    return fig
+
+
+def render_window(image, sx: float = 0.5, sy: float = 0.5, tx: float = 0.0, ty: float = 0.0, glimpse_size=(64, 64)):
+    """The STERN window of (sx, sy, tx, ty) on ``image`` and the glimpse it produces.
+
+    Pure: used once directly by notebooks and by the ipywidgets explorer.
+    """
+    img = torch.as_tensor(_img(image), dtype=torch.float32)[None, None]
+    h, w = img.shape[-2:]
+    theta = theta_from_window(sx, sy, tx, ty)
+    x0, y0, x1, y1 = window_to_pixels(theta, h, w)[0].tolist()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 4))
+    a.imshow(img[0, 0], cmap="gray", vmin=0, vmax=1)
+    _box(a, x0, y0, x1, y1, lw=2)
+    a.set_xlim(-0.5, w - 0.5)
+    a.set_ylim(h - 0.5, -0.5)
+    a.set_title(f"window x in [{tx - sx:+.2f}, {tx + sx:+.2f}], y in [{ty - sy:+.2f}, {ty + sy:+.2f}]", fontsize=9)
+    b.imshow(glimpse(img, theta, glimpse_size)[0, 0], cmap="gray", vmin=0, vmax=1)
+    b.set_title(f"glimpse {glimpse_size[0]}x{glimpse_size[1]}, sx/sy = {sx / sy:.2f}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(histories: dict, keys=("train_loss", "val_auc")):
+    """Training curves: ``histories`` maps a name to a list of per-epoch dicts (stages concatenated)."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, hist in histories.items():
+            ys = [row[key] for row in hist if row.get(key) is not None]
+            ax.plot(range(1, len(ys) + 1), ys, marker=".", label=name)
+        ax.set_xlabel("epoch")
+        ax.set_title(key.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_roc(curves: dict):
+    """ROC curves: ``curves`` maps a name to (fpr, tpr, auc)."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for name, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="0.7", ls="--")
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    ax.set_title("ROC, test split")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def show_attention(dataset, predictions: dict, n: int = 8, abnormal_only: bool = True, cols: int = 4):
+    """Test images with the attended window (orange) and lesion boxes (red), glimpses below."""
+    labels, idx = predictions["labels"], predictions["indices"]
+    order = np.flatnonzero(labels == 1) if abnormal_only else np.arange(len(labels))
+    order = order[:n]
+    rows = int(np.ceil(len(order) / cols))
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(2.5 * cols, 5.0 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, j in enumerate(order):
+        img, _, _ = dataset[int(idx[j])]
+        top, bottom = axes[2 * (k // cols), k % cols], axes[2 * (k // cols) + 1, k % cols]
+        top.imshow(_img(img), cmap="gray", vmin=0, vmax=1)
+        for x, y, w, h in dataset.boxes(int(idx[j])).tolist():
+            _box(top, x, y, x + w, y + h, color="red", lw=1)
+        _box(top, *predictions["window_px"][j], lw=2)
+        top.set_title(f"p(abnormal) = {predictions['scores'][j]:.2f}", fontsize=8)
+        g = glimpse(torch.as_tensor(_img(img))[None, None].float(), torch.as_tensor(predictions["theta"][j])[None].float(), (64, 64))
+        bottom.imshow(g[0, 0], cmap="gray", vmin=0, vmax=1)
+        bottom.set_title(f"glimpse, sx/sy = {predictions['aspect'][j]:.2f}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_aspect_hist(aspects: dict, sf: float = 1.25):
+    """Distributions of sx/sy (e.g. after stage 1 and after stage 2) with the threshold Sf."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    allv = np.concatenate([np.asarray(v) for v in aspects.values()])
+    bins = np.linspace(min(allv.min(), sf) * 0.95, max(allv.max(), sf) * 1.05, 40)
+    for name, v in aspects.items():
+        ax.hist(v, bins=bins, alpha=0.55, label=f"{name} (mean {np.mean(v):.2f})")
+    ax.axvline(sf, color="k", ls="--", label=f"Sf = {sf}")
+    ax.set_xlabel("window aspect ratio sx/sy")
+    ax.set_ylabel("test images")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_variant_bars(table: dict, keys=("test_auc", "lesion_center_in_window", "lesion_area_in_window", "mean_window_area")):
+    """Grouped bars: ``table`` maps a variant name to its metrics dict (missing keys skipped)."""
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    width = 0.8 / len(table)
+    for i, (name, m) in enumerate(table.items()):
+        vals = [m.get(k, np.nan) for k in keys]
+        ax.bar(np.arange(len(keys)) + i * width, vals, width, label=name)
+    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [k.replace("_", " ") for k in keys], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig

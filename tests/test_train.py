@@ -1,0 +1,134 @@
+"""Stage training: learning, freezing, exact resume, refusing foreign checkpoints, metrics."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+import stkit.train as train_mod
+from stkit.evaluate import localisation_metrics, roc_auc, window_area_fraction
+from stkit.stern import STERN
+from stkit.train import StageConfig, set_frozen, train_stage
+
+
+class SquareData(Dataset):
+    """Label 1 = a bright square somewhere in noise: learnable in a few epochs."""
+
+    def __init__(self, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.rand(n, 1, 80, 80, generator=g) * 0.3
+        self.labels = (torch.arange(n) % 2).float()
+        for i in range(n):
+            if self.labels[i]:
+                y, x = torch.randint(10, 60, (2,), generator=g).tolist()
+                self.images[i, :, y : y + 10, x : x + 10] += 0.6
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i], i
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return STERN("small", backbone_width=8, glimpse_size=(32, 32), loc_input_size=80, loc_pool=1, loc_width=4)
+
+
+CFG = StageConfig("s1", epochs=2, lr=3e-3, batch_size=16)
+
+
+def test_stage_learns_and_keeps_best(tmp_path):
+    data, val = SquareData(96, 0), SquareData(48, 1)
+    model = tiny_model()
+    res = train_stage(model, data, val, replace(CFG, epochs=6), tmp_path, progress=False)
+    assert len(res.history) == 6 and res.best_val_auc == max(r["val_auc"] for r in res.history)
+    assert res.best_val_auc > 0.9
+    assert (tmp_path / "s1_best.pt").exists() and (tmp_path / "s1_history.json").exists()
+
+
+def test_resume_is_exact(tmp_path, monkeypatch):
+    data, val = SquareData(48, 0), SquareData(24, 1)
+    full = tiny_model()
+    train_stage(full, data, val, CFG, tmp_path / "full", progress=False)
+    last_full = torch.load(tmp_path / "full" / "s1_last.pt", weights_only=False)
+
+    calls = {"n": 0}
+    real = train_mod.roc_auc
+
+    def crash_in_second_epoch(*a):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a)
+
+    monkeypatch.setattr(train_mod, "roc_auc", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(tiny_model(), data, val, CFG, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(train_mod, "roc_auc", real)
+    res = train_stage(tiny_model(), data, val, CFG, tmp_path / "cut", progress=False)
+    last_cut = torch.load(tmp_path / "cut" / "s1_last.pt", weights_only=False)
+    assert len(res.history) == 2
+    for k, v in last_full["model"].items():
+        assert torch.equal(v, last_cut["model"][k]), k
+
+
+def test_finished_stage_is_not_retrained(tmp_path, monkeypatch):
+    data, val = SquareData(32, 0), SquareData(16, 1)
+    first = train_stage(tiny_model(), data, val, CFG, tmp_path, progress=False)
+    monkeypatch.setattr(train_mod.torch.optim.AdamW, "step", lambda *a, **k: pytest.fail("trained again"))
+    again = train_stage(tiny_model(), data, val, CFG, tmp_path, progress=False)
+    assert again.history == first.history
+
+
+def test_foreign_checkpoint_is_not_overwritten(tmp_path):
+    data, val = SquareData(32, 0), SquareData(16, 1)
+    train_stage(tiny_model(), data, val, CFG, tmp_path, progress=False)
+    before = (tmp_path / "s1_last.pt").read_bytes()
+    with pytest.raises(FileExistsError, match="s1_last.pt"):
+        train_stage(tiny_model(), data, val, replace(CFG, lr=1e-4), tmp_path, progress=False)
+    assert (tmp_path / "s1_last.pt").read_bytes() == before
+
+
+def test_freeze_keeps_parameters_fixed(tmp_path):
+    data, val = SquareData(32, 0), SquareData(16, 1)
+    model = tiny_model()
+    stn_before = {k: v.clone() for k, v in model.stn.state_dict().items()}
+    cls_before = {k: v.clone() for k, v in model.classifier.state_dict().items()}
+    train_stage(model, data, val, replace(CFG, epochs=1, freeze=("stn",)), tmp_path, progress=False)
+    assert all(torch.equal(v, model.stn.state_dict()[k]) for k, v in stn_before.items())
+    assert not all(torch.equal(v, model.classifier.state_dict()[k]) for k, v in cls_before.items())
+    with pytest.raises(ValueError, match="matches no parameter"):
+        set_frozen(model, ("stm",))
+
+
+def test_stage2_moves_aspect_below_threshold(tmp_path):
+    # Start from the faithful init (sx/sy = 10): the hinge alone must pull the aspect down.
+    data, val = SquareData(64, 0), SquareData(32, 1)
+    torch.manual_seed(0)
+    model = STERN("small", backbone_width=8, glimpse_size=(32, 32), loc_input_size=80, loc_pool=1, loc_width=4, parameterisation="faithful")
+    cfg = StageConfig("s2", epochs=3, lr=1e-3, batch_size=16, aspect_lambda=1.0, faithful_loss=True)
+    res = train_stage(model, data, val, cfg, tmp_path, progress=False)
+    assert res.history[-1]["val_mean_aspect"] < res.history[0]["val_mean_aspect"] < 10.0
+
+
+def test_roc_auc_matches_rank_definition():
+    rng = np.random.default_rng(0)
+    y, s = rng.integers(0, 2, 200), rng.random(200)
+    pos, neg = s[y == 1], s[y == 0]
+    pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+    assert roc_auc(y, s) == pytest.approx(pairs)
+    with pytest.raises(ValueError, match="NaN"):
+        roc_auc(y, np.where(y == 1, np.nan, s))
+
+
+def test_localisation_metrics():
+    windows = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], float)
+    boxes = [np.array([[8, 8, 4, 4]]), np.array([[20, 20, 2, 2], [2, 2, 2, 2]])]
+    m = localisation_metrics(windows, boxes)
+    # centres (10,10) inside (edge), (21,21) outside, (3,3) inside; areas 4/16, 0, 1
+    assert m["center_in_window"] == pytest.approx(2 / 3)
+    assert m["area_in_window"] == pytest.approx((0.25 + 0 + 1) / 3)
+    assert window_area_fraction(np.array([[-5, 0, 5, 20]]), 20, 20).tolist() == [0.25]
