@@ -191,3 +191,24 @@ class AttentionSTN(nn.Module):
         sx, sy, tx, ty = self.window(self.loc(loc_in)).unbind(1)
         theta = theta_from_window(sx, sy, tx, ty)
         return STNOutput(glimpse(x, theta, self.glimpse_size), theta, sx / sy, sx, sy)
+
+
+# ----------------------------------------------------------------------------- teaching
+def fit_window(image: torch.Tensor, target: torch.Tensor, init=(1.0, 1.0, 0.0, 0.0), steps: int = 200, lr: float = 0.02) -> torch.Tensor:
+    """Find (sx, sy, tx, ty) whose glimpse of ``image`` matches ``target`` by gradient descent.
+
+    Shows that the sampled glimpse is differentiable with respect to the window: the STN
+    learns where to look from this gradient alone. ``image`` (1, C, H, W), ``target``
+    (1, C, h, w). Returns the trajectory (steps + 1, 4).
+    """
+    win = torch.tensor([init], dtype=image.dtype, requires_grad=True)  # (1, 4)
+    opt = torch.optim.Adam([win], lr=lr)
+    path = [win.detach().clone()]
+    for _ in range(steps):
+        out = glimpse(image, theta_from_window(*win.unbind(1)), tuple(target.shape[-2:]))
+        loss = F.mse_loss(out, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        path.append(win.detach().clone())
+    return torch.cat(path)

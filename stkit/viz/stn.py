@@ -191,3 +191,26 @@ def plot_variant_bars(table: dict, keys=("test_auc", "lesion_center_in_window", 
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def plot_window_trajectory(image, trajectory: torch.Tensor, target_window, every: int = 20):
+    """Windows visited while fitting (sx, sy, tx, ty) by gradient descent, light to dark,
+    with the target window dashed; right: the distance to the target per step."""
+    img = _img(image)
+    h, w = img.shape
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4))
+    a.imshow(img, cmap="gray", vmin=0, vmax=1)
+    steps = list(range(0, len(trajectory), every)) + [len(trajectory) - 1]
+    colors = plt.cm.viridis(np.linspace(0.15, 1, len(steps)))
+    for c, k in zip(colors, steps):
+        _box(a, *window_to_pixels(theta_from_window(*trajectory[k]), h, w)[0].tolist(), color=c, lw=1.2)
+    _box(a, *window_to_pixels(theta_from_window(*torch.as_tensor(target_window)), h, w)[0].tolist(), color="red", lw=2, ls="--")
+    a.set_title("windows during descent (dashed red: target)", fontsize=9)
+    dist = (trajectory - torch.as_tensor(target_window, dtype=trajectory.dtype)).norm(dim=1)
+    b.plot(dist.numpy())
+    b.set_xlabel("step")
+    b.set_ylabel("|window - target|")
+    b.set_yscale("log")
+    b.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
