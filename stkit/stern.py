@@ -30,12 +30,16 @@ BACKBONES = ("small", "vgg16", "resnet18", "resnet50", "densenet121")
 
 # ----------------------------------------------------------------------------- backbones
 def small_cnn(in_channels: int = 1, width: int = 32) -> nn.Sequential:
-    """Four Conv-BN-ReLU-MaxPool blocks, global average pool, one logit. ~0.3 M parameters at width 32."""
+    """Four Conv-BN-ReLU-MaxPool blocks, global *max* pool, one logit (~0.24 M parameters at width 32).
+
+    Max rather than average pooling: an image is abnormal if a lesion is present anywhere,
+    so the strongest local response should decide, not the mean over the whole glimpse.
+    """
     chans = [in_channels, width, 2 * width, 4 * width, 4 * width]
     layers: list[nn.Module] = []
     for cin, cout in zip(chans[:-1], chans[1:]):
         layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(chans[-1], 1)]
+    layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(chans[-1], 1)]
     return nn.Sequential(*layers)
 
 
