@@ -87,6 +87,13 @@ def glimpse(image: torch.Tensor, theta: torch.Tensor, size: tuple[int, int] | No
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Antialiased bilinear resize of (B, C, H, W) to a square ``size`` (None or same size: unchanged)."""
+    if size is None or tuple(x.shape[-2:]) == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
 # ----------------------------------------------------------------------------- networks
 class LocalisationNet(nn.Module):
     """The official STERN localisation network, made size-agnostic.
@@ -142,6 +149,10 @@ class AttentionSTN(nn.Module):
             (None: the raw image, as the official code). Finding a thorax needs no detail,
             so a small size saves most of the compute on a CPU.
         loc_pool, loc_width: localisation-net size (official: 12, 16).
+        source_size: sample the glimpse from the image resized (antialiased) to this square
+            size (None: from the raw image, as the official code). Bilinear sampling at a
+            stride of several pixels aliases: small lesions fall between samples. With a
+            source of twice the glimpse size the stride stays at most 2 for any window.
     """
 
     def __init__(
@@ -154,6 +165,7 @@ class AttentionSTN(nn.Module):
         loc_input_size: int | None = None,
         loc_pool: int = 12,
         loc_width: int = 16,
+        source_size: int | None = None,
     ):
         super().__init__()
         if parameterisation not in PARAMETERISATIONS:
@@ -166,6 +178,7 @@ class AttentionSTN(nn.Module):
         self.s_min = s_min
         self.glimpse_size = tuple(glimpse_size) if glimpse_size is not None else None
         self.loc_input_size = loc_input_size
+        self.source_size = source_size
         self.loc = LocalisationNet(in_channels, pool=loc_pool, width=loc_width)
         last = self.loc.regressor[-1]
         nn.init.zeros_(last.weight)
@@ -185,12 +198,9 @@ class AttentionSTN(nn.Module):
         return torch.cat([s, t], 1)
 
     def forward(self, x: torch.Tensor) -> STNOutput:
-        loc_in = x
-        if self.loc_input_size is not None and tuple(x.shape[-2:]) != (self.loc_input_size,) * 2:
-            loc_in = F.interpolate(x, size=(self.loc_input_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
-        sx, sy, tx, ty = self.window(self.loc(loc_in)).unbind(1)
+        sx, sy, tx, ty = self.window(self.loc(resize(x, self.loc_input_size))).unbind(1)
         theta = theta_from_window(sx, sy, tx, ty)
-        return STNOutput(glimpse(x, theta, self.glimpse_size), theta, sx / sy, sx, sy)
+        return STNOutput(glimpse(resize(x, self.source_size), theta, self.glimpse_size), theta, sx / sy, sx, sy)
 
 
 # ----------------------------------------------------------------------------- teaching

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from .evaluate import predict, roc_auc
+from .evaluate import predict, roc_auc, window_area_fraction
 from .stern import STERN, STERNLoss
 
 
@@ -43,6 +43,7 @@ class StageConfig:
     faithful_loss: bool = False
     freeze: tuple[str, ...] = ()
     warmup_epochs: float = 0.0  # linear warm-up before the cosine decay
+    hflip: float = 0.5  # probability of a left-right flip per training image (0: no augmentation)
     num_workers: int = 0
 
     def loss(self) -> STERNLoss:
@@ -108,6 +109,14 @@ def _config_record(model: nn.Module, cfg: StageConfig, seed: int) -> dict:
     return {"stage": asdict(cfg) | {"freeze": list(cfg.freeze)}, "seed": seed, "model": type(model).__name__, "n_params": n_params}
 
 
+def _mean_window_area(pred: dict, dataset: Dataset) -> float | None:
+    """Mean attended-window area as a fraction of the image (None without an STN)."""
+    if pred["window_px"] is None:
+        return None
+    h, w = dataset[0][0].shape[-2:]
+    return float(window_area_fraction(pred["window_px"], h, w).mean())
+
+
 def train_stage(
     model: STERN,
     train_set: Dataset,
@@ -158,6 +167,9 @@ def train_stage(
         sums = {"loss": 0.0, "aspect_term": 0.0, "n": 0}
         for images, labels, _ in tqdm(loader, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False):
             images, labels = images.to(device), labels.to(device)
+            if cfg.hflip > 0:  # drawn from the global RNG, whose state the checkpoint keeps
+                flip = torch.rand(len(images)) < cfg.hflip
+                images = torch.where(flip.to(device)[:, None, None, None], images.flip(-1), images)
             out = model(images)
             loss = loss_fn(out.logit, labels, out.aspect)
             if not torch.isfinite(loss):
@@ -179,6 +191,7 @@ def train_stage(
             "train_aspect_term": sums["aspect_term"] / sums["n"],
             "val_auc": val_auc,
             "val_mean_aspect": float(val["aspect"].mean()) if val["aspect"] is not None else None,
+            "val_window_area": _mean_window_area(val, val_set),
             "seconds": time.perf_counter() - t0,
         }
         result.history.append(row)
@@ -198,7 +211,8 @@ def train_stage(
             last_path,
         )
         if progress:
-            print(f"{cfg.name} epoch {epoch + 1:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  val AUC {val_auc:.4f}  ({row['seconds']:.1f}s)")
+            area = f"  window area {row['val_window_area']:.2f}" if row["val_window_area"] is not None else ""
+            print(f"{cfg.name} epoch {epoch + 1:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  val AUC {val_auc:.4f}{area}  ({row['seconds']:.1f}s)")
 
     if best_path.exists():
         model.load_state_dict(torch.load(best_path, map_location=device, weights_only=False)["model"])

@@ -24,24 +24,6 @@ def _box(ax, x0, y0, x1, y1, color="tab:orange", lw=1.5, ls="-"):
     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=lw, linestyle=ls))
 
 
-def show_cxr_samples(dataset, indices, title: str | None = None, cols: int = 4):
-    """Grid of images with label and lesion boxes (red) from a :class:`~stkit.data.CXRDataset`."""
-    rows = int(np.ceil(len(indices) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.7 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, indices):
-        img, label, _ = dataset[i]
-        ax.imshow(_img(img), cmap="gray", vmin=0, vmax=1)
-        for x, y, w, h in dataset.boxes(i).tolist():
-            _box(ax, x, y, x + w, y + h, color="red")
-        ax.set_title("abnormal" if label > 0.5 else "normal", fontsize=9)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 def plot_sampling_grid(image, theta: torch.Tensor, out_size=(8, 8), title: str = ""):
     """Where an affine grid samples: the output grid's points drawn on the input image,
     next to the resulting glimpse. Shows that theta maps *output* to *input* coordinates."""
