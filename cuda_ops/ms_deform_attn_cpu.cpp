@@ -1,0 +1,909 @@
+// CPU kernel of multi-scale deformable attention: forward and backward.
+//
+// Work split (no two threads ever write the same memory, so no atomics): a task is one
+// (n, m) head and one chunk of its queries. A head only reads value[n, :, m, :] and only
+// writes grad_value[n, :, m, :]; when there are fewer heads than threads, the queries are
+// split into chunks with private grad_value buffers that are summed at the end.
+//
+// Per (query, head), three phases:
+//   1. resolve the L*P points, W points at a time with SIMD vectors: pixel position,
+//      top-left row, bilinear weights. "Fast" points have all 4 corners inside the map;
+//      the rest (borders, outside, NaN) go through scalar code into a corner list.
+//   2. forward: accumulate weight * row over the corners, D channels as SIMD vectors.
+//      backward: per corner, a dot product <grad_out, row> (kept as lane partials) and
+//      the scatter grad_row += weight * grad_out.
+//   3. backward only: lane partials -> dot products (shuffle tree, 8 at a time), then
+//      the attention and location gradients from the bilinear weight derivatives.
+// SIMD code uses GCC/Clang vector extensions, so one source compiles to SSE, AVX2 or
+// AVX-512. With GCC >= 12 on x86-64 the task functions are built three times
+// (x86-64-v4, x86-64-v3, baseline) and the loader picks one for the CPU at hand: no
+// -march=native, and the library stays valid in a cache folder shared between machines.
+//
+// Staging: a head's rows sit M*D elements apart, so one head maps to 1/M of the cache
+// sets and thrashes L2. When rows are reused (encoder-like calls: many queries), the head
+// is first copied into a contiguous per-thread buffer, in float for half types, with rows
+// padded to whole vectors; the backward pass accumulates its grad_value there too.
+//
+// Semantics follow stkit.ops.reference: pixel = loc * size - 0.5, corners outside the map
+// count as zero, and a point counts only when -1 <= pixel < size in both coordinates, a
+// test that NaN and inf fail: such points sample zero, read no memory and get zero
+// gradients. The attention weight multiplies the (zero) sample of an outside point too,
+// so a non-finite weight still makes the output NaN, as in the reference.
+#include "ms_deform_attn.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <c10/util/Exception.h>
+
+#if defined(__GNUC__)
+#define STKIT_INLINE inline __attribute__((always_inline))
+#else
+#error "ms_deform_attn_cpu.cpp needs GCC or Clang (vector extensions)"
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && (__GNUC__ >= 12) && \
+    !defined(STKIT_NO_CLONES)
+#define STKIT_HAS_CLONES 1
+#define STKIT_SIMD_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define STKIT_HAS_CLONES 0
+#define STKIT_SIMD_CLONES
+#endif
+
+#if defined(__clang__) || (__GNUC__ >= 12)
+#define STKIT_SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+typedef int stkit_vi8 __attribute__((vector_size(32)));
+#define STKIT_SHUFFLE(a, b, ...) __builtin_shuffle(a, b, stkit_vi8{__VA_ARGS__})
+#endif
+
+namespace {
+
+// ------------------------------------------------------------------------------ SIMD
+
+// A 32-byte vector of the accumulation type (8 floats or 4 doubles).
+template <typename A>
+struct Simd;
+template <>
+struct Simd<float> {
+  static constexpr int W = 8;
+  typedef float V __attribute__((vector_size(32)));
+  typedef int32_t I __attribute__((vector_size(32)));  // W int32 lanes
+};
+template <>
+struct Simd<double> {
+  static constexpr int W = 4;
+  typedef double V __attribute__((vector_size(32)));
+  typedef int32_t I __attribute__((vector_size(16)));  // W int32 lanes
+};
+
+// Load W elements of a row (any value dtype) as a vector of A; unaligned is fine.
+template <typename T, typename A>
+STKIT_INLINE typename Simd<A>::V load(const T* p) {
+  typename Simd<A>::V v;
+  if constexpr (std::is_same_v<T, A>) {
+    std::memcpy(&v, p, sizeof(v));
+  } else {
+    A tmp[Simd<A>::W];
+    for (int j = 0; j < Simd<A>::W; ++j) tmp[j] = static_cast<A>(p[j]);
+    std::memcpy(&v, tmp, sizeof(v));
+  }
+  return v;
+}
+
+template <typename A>
+STKIT_INLINE void store(A* p, typename Simd<A>::V v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+template <typename A>
+STKIT_INLINE typename Simd<A>::I load_i(const int32_t* p) {
+  typename Simd<A>::I v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename A>
+STKIT_INLINE void store_i(int32_t* p, typename Simd<A>::I v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// out[j] = sum of the W lanes u[j * W : (j + 1) * W] for j < n. (Vectors are kept in
+// plain arrays and moved with memcpy: std::vector does not honour their alignment.)
+template <typename A>
+STKIT_INLINE void lane_sums(const A* u, int64_t n, A* out) {
+  using V = typename Simd<A>::V;
+  constexpr int W = Simd<A>::W;
+  int64_t j = 0;
+  if constexpr (std::is_same_v<A, float>) {
+    // 8 vectors -> 8 sums with a shuffle tree (pairwise, then quads, then halves).
+    for (; j + 8 <= n; j += 8) {
+      V x[8];
+      for (int k = 0; k < 8; ++k) x[k] = load<A, A>(u + (j + k) * W);
+      const V t0 = STKIT_SHUFFLE(x[0], x[1], 0, 8, 2, 10, 4, 12, 6, 14) +
+                   STKIT_SHUFFLE(x[0], x[1], 1, 9, 3, 11, 5, 13, 7, 15);
+      const V t1 = STKIT_SHUFFLE(x[2], x[3], 0, 8, 2, 10, 4, 12, 6, 14) +
+                   STKIT_SHUFFLE(x[2], x[3], 1, 9, 3, 11, 5, 13, 7, 15);
+      const V t2 = STKIT_SHUFFLE(x[4], x[5], 0, 8, 2, 10, 4, 12, 6, 14) +
+                   STKIT_SHUFFLE(x[4], x[5], 1, 9, 3, 11, 5, 13, 7, 15);
+      const V t3 = STKIT_SHUFFLE(x[6], x[7], 0, 8, 2, 10, 4, 12, 6, 14) +
+                   STKIT_SHUFFLE(x[6], x[7], 1, 9, 3, 11, 5, 13, 7, 15);
+      const V r0 = STKIT_SHUFFLE(t0, t1, 0, 1, 8, 9, 4, 5, 12, 13) +
+                   STKIT_SHUFFLE(t0, t1, 2, 3, 10, 11, 6, 7, 14, 15);
+      const V r1 = STKIT_SHUFFLE(t2, t3, 0, 1, 8, 9, 4, 5, 12, 13) +
+                   STKIT_SHUFFLE(t2, t3, 2, 3, 10, 11, 6, 7, 14, 15);
+      const V s = STKIT_SHUFFLE(r0, r1, 0, 1, 2, 3, 8, 9, 10, 11) +
+                  STKIT_SHUFFLE(r0, r1, 4, 5, 6, 7, 12, 13, 14, 15);
+      store<A>(out + j, s);
+    }
+  }
+  for (; j < n; ++j) {
+    A s = 0;
+    for (int k = 0; k < W; ++k) s += u[j * W + k];
+    out[j] = s;
+  }
+}
+
+// -------------------------------------------------------------------------- geometry
+
+// Sizes and the (tiny) level tables, read once per call.
+struct Geometry {
+  const int64_t* hw = nullptr;     // (L, 2) rows (H, W)
+  const int64_t* start = nullptr;  // (L,)
+  int64_t N = 0, S = 0, M = 0, D = 0, Lq = 0, L = 0, P = 0;
+};
+
+// One sampling point resolved to its 4 bilinear corners on one level.
+// Corner order: (y0, x0), (y0, x1), (y1, x0), (y1, x1) with x1 = x0 + 1, y1 = y0 + 1.
+template <typename A>
+struct Point {
+  bool inside;     // some corner is inside the map
+  bool in[4];
+  int64_t row[4];  // y * W + x within the level (valid where in[c])
+  A fx, fy;        // fractional position inside the cell
+};
+
+template <typename A>
+STKIT_INLINE Point<A> locate(A x, A y, int64_t H, int64_t W) {
+  Point<A> pt;
+  const A px = x * static_cast<A>(W) - A(0.5);
+  const A py = y * static_cast<A>(H) - A(0.5);
+  // Some corner is inside iff floor(p) is in [-1, size - 1]. NaN and inf fail this test,
+  // and huge values fail it before the integer conversion could overflow.
+  pt.inside = px >= A(-1) && px < static_cast<A>(W) && py >= A(-1) && py < static_cast<A>(H);
+  if (!pt.inside) return pt;
+  const A flx = std::floor(px), fly = std::floor(py);
+  const int64_t x0 = static_cast<int64_t>(flx), y0 = static_cast<int64_t>(fly);
+  pt.fx = px - flx;
+  pt.fy = py - fly;
+  const bool x0_in = x0 >= 0, x1_in = x0 + 1 < W, y0_in = y0 >= 0, y1_in = y0 + 1 < H;
+  pt.in[0] = y0_in && x0_in;
+  pt.in[1] = y0_in && x1_in;
+  pt.in[2] = y1_in && x0_in;
+  pt.in[3] = y1_in && x1_in;
+  pt.row[0] = y0 * W + x0;
+  pt.row[1] = pt.row[0] + 1;
+  pt.row[2] = pt.row[0] + W;
+  pt.row[3] = pt.row[2] + 1;
+  return pt;
+}
+
+// ------------------------------------------------------------------------ work plan
+
+// Shared by every task of one call. Task ids walk the chunks of one head, then the next.
+struct Plan {
+  int64_t chunks = 1;   // K query chunks per head
+  int64_t workers = 1;  // threads that claim tasks (1: run on the calling thread)
+  bool stage = false;  // copy the head into a contiguous, padded per-thread buffer
+  int64_t len = 0;     // channels per row as processed: D, or D padded to a vector
+  int64_t rs = 0;      // row stride of the rows read (M*D in value, len when staged)
+};
+
+// Work below about this many multiply-adds is not worth waking other threads for (and
+// on a busy machine a sleeping thread can take a scheduler tick to start).
+constexpr int64_t kMinParallelWork = 1 << 17;
+
+Plan make_plan(const Geometry& g, int lanes) {
+  Plan plan;
+  const int64_t threads = at::get_num_threads(), heads = g.N * g.M;
+  const int64_t head_work = std::max<int64_t>(1, 4 * g.Lq * g.L * g.P * std::max<int64_t>(g.D, 1));
+  const bool parallel = threads > 1 && heads * head_work >= kMinParallelWork;
+  if (parallel && heads < 2 * threads)
+    plan.chunks = std::max<int64_t>(1, std::min({(2 * threads + heads - 1) / heads, threads, g.Lq}));
+  plan.workers = parallel ? std::min(threads, heads * plan.chunks) : 1;
+  // Staging copies every row once; worth it when rows are read several times each.
+  const int64_t reads_per_task = 4 * g.L * g.P * ((g.Lq + plan.chunks - 1) / plan.chunks);
+  plan.stage = g.S > 0 && reads_per_task >= 4 * g.S;
+  plan.len = plan.stage ? (g.D + lanes - 1) / lanes * lanes : g.D;
+  plan.rs = plan.stage ? plan.len : g.M * g.D;
+  return plan;
+}
+
+// Copy value[n, :, m, :] (rows `stride` apart) into dst (S, len) as the accumulation
+// type, zero-filling the padding lanes.
+template <typename T, typename A>
+STKIT_INLINE void stage_head(const T* __restrict src, int64_t stride, A* __restrict dst,
+                             int64_t S, int64_t D, int64_t len) {
+  for (int64_t s = 0; s < S; ++s) {
+    for (int64_t d = 0; d < D; ++d) dst[s * len + d] = static_cast<A>(src[s * stride + d]);
+    for (int64_t d = D; d < len; ++d) dst[s * len + d] = A(0);
+  }
+}
+
+// ------------------------------------------------------------- phase 1: resolve points
+
+// Per-task tables over the L*P points of one (query, head), the same for every query.
+template <typename A>
+struct PointTables {
+  std::vector<A> Wf, Hf;           // the point's level width and height
+  std::vector<int32_t> Wi, start;  // width as an integer, first row of the level in S
+  std::vector<int64_t> below;      // W * rs: element offset from a row to the row below
+  // Arrays are padded to whole vectors (padding: 1x1 levels, never used).
+  PointTables(const Geometry& g, int64_t rs, int64_t padded)
+      : Wf(padded, A(1)), Hf(padded, A(1)), Wi(padded, 1), start(padded, 0), below(padded, 0) {
+    for (int64_t l = 0; l < g.L; ++l)
+      for (int64_t p = 0; p < g.P; ++p) {
+        const int64_t j = l * g.P + p;
+        Wf[j] = static_cast<A>(g.hw[2 * l + 1]);
+        Hf[j] = static_cast<A>(g.hw[2 * l]);
+        Wi[j] = static_cast<int32_t>(g.hw[2 * l + 1]);
+        start[j] = static_cast<int32_t>(g.start[l]);
+        below[j] = g.hw[2 * l + 1] * rs;
+      }
+  }
+};
+
+// Phase-1 results for one (query, head), structure-of-arrays over its L*P points.
+// "Fast" points have all 4 corners inside the map (the vast majority); the others
+// ("slow": borders, outside, non-finite) become an explicit list of valid corners.
+template <typename A>
+struct QueryPoints {
+  std::vector<int32_t> fast, row;       // fast flag; top-left corner's row in S (fast only)
+  std::vector<A> fx, fy, w;             // fractional position, attention weight
+  std::vector<A> c0, c1, c2, c3;        // w * bilinear weight of each corner (fast only)
+  std::vector<int32_t> slow;            // indices of slow points
+  std::vector<uint8_t> slow_inside;     // ... whether some corner is inside
+  std::vector<int64_t> off;             // slow corners: element offset of the row
+  std::vector<A> cw;                    // ... w * bilinear weight
+  std::vector<int32_t> slot;            // ... k * LP + j (corner k of point j)
+  int64_t n_slow = 0, n_corners = 0;
+  bool nan_out = false;                 // forward: some point makes the output NaN
+  std::vector<A> x, y;                  // staging of loc for non-float inputs
+  QueryPoints(int64_t LP, int64_t padded)
+      : fast(padded), row(padded), fx(padded), fy(padded), w(padded), c0(padded), c1(padded),
+        c2(padded), c3(padded), slow(LP), slow_inside(LP), off(4 * LP), cw(4 * LP),
+        slot(4 * LP), x(padded), y(padded) {}
+};
+
+// Points (i0 .. i0 + LP) of one (query, head) -> QueryPoints. The first loop works on
+// W points at a time with no branches; the second handles the rare slow points.
+template <typename T, typename A>
+STKIT_INLINE void resolve(const T* __restrict loc, const T* __restrict attn, int64_t i0,
+                          int64_t LP, int64_t rs, const PointTables<A>& tb,
+                          QueryPoints<A>& qp) {
+  using V = typename Simd<A>::V;
+  using I = typename Simd<A>::I;
+  constexpr int W = Simd<A>::W;
+  const T* __restrict lp = loc + 2 * i0;
+  const T* __restrict ap = attn + i0;
+  // (x, y) pairs -> separate x and y arrays, and weights, as A (W-padded).
+  A* __restrict xs = qp.x.data();
+  A* __restrict ys = qp.y.data();
+  A* __restrict ws = qp.w.data();
+  for (int64_t j = 0; j < LP; ++j) {
+    xs[j] = static_cast<A>(lp[2 * j]);
+    ys[j] = static_cast<A>(lp[2 * j + 1]);
+    ws[j] = static_cast<A>(ap[j]);
+  }
+  const V zero{}, one = zero + A(1), half = zero + A(0.5);
+  for (int64_t j = 0; j < LP; j += W) {
+    const V wf = load<A, A>(tb.Wf.data() + j), hf = load<A, A>(tb.Hf.data() + j);
+    const V w = load<A, A>(ws + j);
+    const V px = load<A, A>(xs + j) * wf - half;
+    const V py = load<A, A>(ys + j) * hf - half;
+    // All 4 corners inside. NaN fails every comparison, so non-finite points are slow.
+    const auto f = (px >= zero) & (py >= zero) & (px < wf - one) & (py < hf - one);
+    const V sx = f ? px : zero, sy = f ? py : zero;
+    const I xi = __builtin_convertvector(sx, I), yi = __builtin_convertvector(sy, I);  // floor
+    const V ax = sx - __builtin_convertvector(xi, V), ay = sy - __builtin_convertvector(yi, V);
+    const V bx = one - ax, by = one - ay;
+    store_i<A>(qp.fast.data() + j, __builtin_convertvector(f, I));
+    store_i<A>(qp.row.data() + j,
+               load_i<A>(tb.start.data() + j) + yi * load_i<A>(tb.Wi.data() + j) + xi);
+    store<A>(qp.fx.data() + j, ax);
+    store<A>(qp.fy.data() + j, ay);
+    store<A>(qp.c0.data() + j, w * by * bx);
+    store<A>(qp.c1.data() + j, w * by * ax);
+    store<A>(qp.c2.data() + j, w * ay * bx);
+    store<A>(qp.c3.data() + j, w * ay * ax);
+  }
+  const int32_t* __restrict fast = qp.fast.data();
+  const A* __restrict Hf = tb.Hf.data();
+  const int32_t* __restrict Wi = tb.Wi.data();
+  const int32_t* __restrict start = tb.start.data();
+  A* __restrict fx = qp.fx.data();
+  A* __restrict fy = qp.fy.data();
+  const A* __restrict ww = ws;
+  int64_t ns = 0, nc = 0;
+  bool nan_out = false;
+  for (int64_t j = 0; j < LP; ++j) {
+    if (fast[j]) continue;
+    const int64_t W = Wi[j], H = static_cast<int64_t>(Hf[j]);
+    const Point<A> pt = locate<A>(static_cast<A>(lp[2 * j]), static_cast<A>(lp[2 * j + 1]), H, W);
+    qp.slow[ns] = static_cast<int32_t>(j);
+    qp.slow_inside[ns] = pt.inside;
+    ++ns;
+    if (!pt.inside) {
+      // The reference adds weight * 0: NaN only if the weight is not finite.
+      nan_out |= !std::isfinite(ww[j]);
+      continue;
+    }
+    fx[j] = pt.fx;
+    fy[j] = pt.fy;
+    const A bx = A(1) - pt.fx, by = A(1) - pt.fy;
+    const A bw[4] = {by * bx, by * pt.fx, pt.fy * bx, pt.fy * pt.fx};
+    for (int k = 0; k < 4; ++k) {
+      if (!pt.in[k]) continue;
+      qp.off[nc] = (start[j] + pt.row[k]) * rs;
+      qp.cw[nc] = ww[j] * bw[k];
+      qp.slot[nc] = static_cast<int32_t>(k * LP + j);
+      ++nc;
+    }
+  }
+  qp.n_slow = ns;
+  qp.n_corners = nc;
+  qp.nan_out = nan_out;
+}
+
+// ------------------------------------------------------------------ phase 2: forward
+
+// out[d .. d + BV*W) = sum over corners of weight * row[d ..]; BV vectors per row block,
+// two accumulator sets so that each FMA chain is half as long.
+template <int BV, typename VT, typename A>
+STKIT_INLINE void gather_block(const VT* __restrict base, int64_t rs, const PointTables<A>& tb,
+                               const QueryPoints<A>& qp, int64_t LP, int64_t d,
+                               A* __restrict out) {
+  using V = typename Simd<A>::V;
+  constexpr int W = Simd<A>::W;
+  V a[BV], b[BV];
+  for (int v = 0; v < BV; ++v) a[v] = b[v] = V{};
+  const int32_t* __restrict fast = qp.fast.data();
+  const int32_t* __restrict row = qp.row.data();
+  const int64_t* __restrict below = tb.below.data();
+  for (int64_t j = 0; j < LP; ++j) {
+    if (!fast[j]) continue;
+    const VT* r0 = base + row[j] * rs + d;
+    const VT* r2 = r0 + below[j];
+    const A k0 = qp.c0[j], k1 = qp.c1[j], k2 = qp.c2[j], k3 = qp.c3[j];
+    for (int v = 0; v < BV; ++v) {
+      a[v] += k0 * load<VT, A>(r0 + v * W);
+      b[v] += k1 * load<VT, A>(r0 + rs + v * W);
+      a[v] += k2 * load<VT, A>(r2 + v * W);
+      b[v] += k3 * load<VT, A>(r2 + rs + v * W);
+    }
+  }
+  for (int64_t e = 0; e < qp.n_corners; ++e) {
+    const VT* r = base + qp.off[e] + d;
+    for (int v = 0; v < BV; ++v) a[v] += qp.cw[e] * load<VT, A>(r + v * W);
+  }
+  for (int v = 0; v < BV; ++v) store<A>(out + d + v * W, a[v] + b[v]);
+}
+
+// All len channels: blocks of 4 vectors, then 3/2/1, then a scalar tail (unpadded rows).
+template <typename VT, typename A>
+STKIT_INLINE void gather(const VT* __restrict base, int64_t rs, int64_t len,
+                         const PointTables<A>& tb, const QueryPoints<A>& qp, int64_t LP,
+                         A* __restrict out) {
+  constexpr int W = Simd<A>::W;
+  int64_t d = 0;
+  for (; d + 4 * W <= len; d += 4 * W) gather_block<4, VT, A>(base, rs, tb, qp, LP, d, out);
+  switch ((len - d) / W) {
+    case 3: gather_block<3, VT, A>(base, rs, tb, qp, LP, d, out); d += 3 * W; break;
+    case 2: gather_block<2, VT, A>(base, rs, tb, qp, LP, d, out); d += 2 * W; break;
+    case 1: gather_block<1, VT, A>(base, rs, tb, qp, LP, d, out); d += W; break;
+    default: break;
+  }
+  for (; d < len; ++d) {
+    A s = 0;
+    for (int64_t j = 0; j < LP; ++j) {
+      if (!qp.fast[j]) continue;
+      const VT* r0 = base + qp.row[j] * rs + d;
+      const VT* r2 = r0 + tb.below[j];
+      s += qp.c0[j] * static_cast<A>(r0[0]) + qp.c1[j] * static_cast<A>(r0[rs]) +
+           qp.c2[j] * static_cast<A>(r2[0]) + qp.c3[j] * static_cast<A>(r2[rs]);
+    }
+    for (int64_t e = 0; e < qp.n_corners; ++e) s += qp.cw[e] * static_cast<A>(base[qp.off[e] + d]);
+    out[d] = s;
+  }
+}
+
+template <typename T>
+struct FwdArgs {
+  const T* value;  // (N, S, M, D)
+  const T* loc;    // (N, Lq, M, L, P, 2)
+  const T* attn;   // (N, Lq, M, L, P)
+  T* out;          // (N, Lq, M * D)
+  Geometry g;
+  Plan plan;
+  std::atomic<int64_t>* next;  // the next unclaimed task id
+};
+
+template <typename T>
+STKIT_INLINE void forward_tasks(const FwdArgs<T>& a) {
+  using A = at::opmath_type<T>;
+  const Geometry& g = a.g;
+  const Plan& plan = a.plan;
+  const int64_t K = plan.chunks, D = g.D, MD = g.M * g.D, LP = g.L * g.P;
+  const int64_t LPW = (LP + Simd<A>::W - 1) / Simd<A>::W * Simd<A>::W;  // padded
+  const PointTables<A> tb(g, plan.rs, LPW);
+  QueryPoints<A> qp(LP, LPW);
+  std::vector<A> acc(static_cast<size_t>(plan.len));
+  std::vector<A> staged(plan.stage ? static_cast<size_t>(g.S * plan.len) : 0);
+  int64_t staged_head = -1;
+  // Claim tasks one at a time: a thread that starts late (busy machine) or runs slower
+  // simply does fewer of them. Scratch buffers live across the tasks of this thread.
+  const int64_t n_tasks = g.N * g.M * K;
+  for (int64_t t; (t = a.next->fetch_add(1, std::memory_order_relaxed)) < n_tasks;) {
+    const int64_t chunk = t % K, nm = t / K, m = nm % g.M, n = nm / g.M;
+    const int64_t q0 = g.Lq * chunk / K, q1 = g.Lq * (chunk + 1) / K;
+    const T* vhead = a.value + n * g.S * MD + m * D;  // value[n, 0, m, :]
+    if (plan.stage && staged_head != nm) {
+      stage_head<T, A>(vhead, MD, staged.data(), g.S, D, plan.len);
+      staged_head = nm;
+    }
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t i0 = ((n * g.Lq + q) * g.M + m) * LP;  // first point of (n, q, m)
+      resolve<T, A>(a.loc, a.attn, i0, LP, plan.rs, tb, qp);
+      if (plan.stage)
+        gather<A, A>(staged.data(), plan.rs, plan.len, tb, qp, LP, acc.data());
+      else
+        gather<T, A>(vhead, plan.rs, plan.len, tb, qp, LP, acc.data());
+      T* o = a.out + (n * g.Lq + q) * MD + m * D;
+      if (qp.nan_out) {
+        for (int64_t d = 0; d < D; ++d) o[d] = static_cast<T>(std::numeric_limits<A>::quiet_NaN());
+      } else {
+        for (int64_t d = 0; d < D; ++d) o[d] = static_cast<T>(acc[d]);
+      }
+    }
+  }
+}
+
+// ----------------------------------------------------------------- phase 2: backward
+
+template <typename T>
+struct BwdArgs {
+  const T* value;                  // (N, S, M, D)
+  const T* loc;                    // (N, Lq, M, L, P, 2)
+  const T* attn;                   // (N, Lq, M, L, P)
+  const T* grad_out;               // (N, Lq, M * D)
+  T* grad_value;                   // (N, S, M, D), written directly when `direct`
+  at::opmath_type<T>* workspace;   // (K, N, S, M, D) accumulation buffers otherwise
+  bool direct;                     // one chunk per head and grad_value is the target
+  T* grad_loc;                     // (N, Lq, M, L, P, 2)
+  T* grad_attn;                    // (N, Lq, M, L, P)
+  Geometry g;
+  Plan plan;
+  std::atomic<int64_t>* next;      // the next unclaimed task id
+};
+
+// One corner row: u += g * row (lane-wise partial dot product), grow += c * g.
+// NV > 0: exactly NV vectors per row with g held in registers; NV == 0: any length,
+// with a scalar tail added to *tail.
+template <int NV, typename VT, typename A>
+STKIT_INLINE void dot_scatter_row(const VT* __restrict r, A* grow, A c,
+                                  const typename Simd<A>::V* gv, const A* gr, int64_t len,
+                                  typename Simd<A>::V& u, A* tail) {
+  using V = typename Simd<A>::V;
+  constexpr int W = Simd<A>::W;
+  if constexpr (NV > 0) {
+    for (int v = 0; v < NV; ++v) {
+      u += gv[v] * load<VT, A>(r + v * W);
+      store<A>(grow + v * W, load<A, A>(grow + v * W) + c * gv[v]);
+    }
+  } else {
+    int64_t d = 0;
+    for (; d + W <= len; d += W) {
+      const V g = load<A, A>(gr + d);
+      u += g * load<VT, A>(r + d);
+      store<A>(grow + d, load<A, A>(grow + d) + c * g);
+    }
+    A s = 0;
+    for (; d < len; ++d) {
+      s += gr[d] * static_cast<A>(r[d]);
+      grow[d] += c * gr[d];
+    }
+    *tail += s;
+  }
+}
+
+// Phase 2 of the backward pass for one (query, head): fills U (slot-major: corner k of
+// point j at slot k * LP + j, W lanes each) and tails, and scatters into grad rows.
+// Value rows and grad rows share offsets (same layout and row stride).
+template <int NV, typename VT, typename A>
+STKIT_INLINE void dot_scatter(const VT* __restrict vbase, A* gbase, int64_t rs, int64_t len,
+                              const PointTables<A>& tb, const QueryPoints<A>& qp, int64_t LP,
+                              const A* __restrict gr, A* __restrict U, A* __restrict tails) {
+  using V = typename Simd<A>::V;
+  constexpr int W = Simd<A>::W;
+  V gv[NV > 0 ? NV : 1];
+  if constexpr (NV > 0)
+    for (int v = 0; v < NV; ++v) gv[v] = load<A, A>(gr + v * W);
+  for (int64_t j = 0; j < LP; ++j) {
+    if (!qp.fast[j]) continue;
+    const int64_t o0 = qp.row[j] * rs, o2 = o0 + tb.below[j];
+    const int64_t o[4] = {o0, o0 + rs, o2, o2 + rs};
+    const A c[4] = {qp.c0[j], qp.c1[j], qp.c2[j], qp.c3[j]};
+    for (int k = 0; k < 4; ++k) {
+      V u{};
+      dot_scatter_row<NV, VT, A>(vbase + o[k], gbase + o[k], c[k], gv, gr, len, u,
+                                 tails + k * LP + j);
+      store<A>(U + (k * LP + j) * W, u);
+    }
+  }
+  for (int64_t e = 0; e < qp.n_corners; ++e) {
+    V u{};
+    dot_scatter_row<NV, VT, A>(vbase + qp.off[e], gbase + qp.off[e], qp.cw[e], gv, gr, len, u,
+                               tails + qp.slot[e]);
+    store<A>(U + static_cast<int64_t>(qp.slot[e]) * W, u);
+  }
+}
+
+// Per-thread scratch of the backward pass.
+template <typename A>
+struct BwdScratch {
+  std::vector<A> gr;     // (len,) grad_out row of the query in A, zero padding
+  std::vector<A> U;      // (4 * LP, W) lane partials per corner slot
+  std::vector<A> tails;  // (4 * LP,) scalar tails (unpadded rows only)
+  std::vector<A> s;      // (4 * LP,) dot products <grad_out, corner row>
+  BwdScratch(int64_t len, int64_t LP)
+      : gr(len, A(0)), U(4 * LP * Simd<A>::W), tails(4 * LP), s(4 * LP) {}
+};
+
+template <int NV, typename T, typename VT>
+STKIT_INLINE void backward_queries(const BwdArgs<T>& a, int64_t n, int64_t m, int64_t q0,
+                                   int64_t q1, const VT* vhead, at::opmath_type<T>* ghead,
+                                   const PointTables<at::opmath_type<T>>& tb,
+                                   QueryPoints<at::opmath_type<T>>& qp,
+                                   BwdScratch<at::opmath_type<T>>& sc) {
+  using A = at::opmath_type<T>;
+  constexpr int W = Simd<A>::W;
+  const Geometry& g = a.g;
+  const int64_t D = g.D, MD = g.M * g.D, LP = g.L * g.P, rs = a.plan.rs, len = a.plan.len;
+  A* __restrict s = sc.s.data();
+  A* __restrict tails = sc.tails.data();
+  for (int64_t q = q0; q < q1; ++q) {
+    const T* go = a.grad_out + (n * g.Lq + q) * MD + m * D;
+    for (int64_t d = 0; d < D; ++d) sc.gr[d] = static_cast<A>(go[d]);  // padding stays 0
+    const int64_t i0 = ((n * g.Lq + q) * g.M + m) * LP;
+    resolve<T, A>(a.loc, a.attn, i0, LP, rs, tb, qp);
+    // Slots of slow points may be left unwritten by phase 2: clear them (and all tails).
+    for (int64_t e = 0; e < qp.n_slow; ++e)
+      for (int k = 0; k < 4; ++k)
+        std::fill_n(sc.U.data() + (k * LP + qp.slow[e]) * W, W, A(0));
+    if (NV == 0) std::fill(sc.tails.begin(), sc.tails.end(), A(0));
+    dot_scatter<NV, VT, A>(vhead, ghead, rs, len, tb, qp, LP, sc.gr.data(), sc.U.data(),
+                           tails);
+    lane_sums<A>(sc.U.data(), 4 * LP, s);
+    if (NV == 0)
+      for (int64_t e = 0; e < 4 * LP; ++e) s[e] += tails[e];
+    // Phase 3: d out / d weight = sample = sum_k bilinear_k * s_k; d / d loc from the
+    // derivatives of the bilinear weights (missing corners have s_k = 0).
+    const A* __restrict s0 = s;
+    const A* __restrict s1 = s + LP;
+    const A* __restrict s2 = s + 2 * LP;
+    const A* __restrict s3 = s + 3 * LP;
+    T* __restrict gattn = a.grad_attn + i0;
+    T* __restrict gloc = a.grad_loc + 2 * i0;
+    for (int64_t j = 0; j < LP; ++j) {
+      const A ax = qp.fx[j], ay = qp.fy[j], bx = A(1) - ax, by = A(1) - ay, w = qp.w[j];
+      gattn[j] = static_cast<T>(by * (bx * s0[j] + ax * s1[j]) + ay * (bx * s2[j] + ax * s3[j]));
+      gloc[2 * j] = static_cast<T>(w * tb.Wf[j] * (by * (s1[j] - s0[j]) + ay * (s3[j] - s2[j])));
+      gloc[2 * j + 1] =
+          static_cast<T>(w * tb.Hf[j] * (bx * (s2[j] - s0[j]) + ax * (s3[j] - s1[j])));
+    }
+    for (int64_t e = 0; e < qp.n_slow; ++e) {  // outside (or non-finite): zero gradients
+      if (qp.slow_inside[e]) continue;
+      const int64_t j = qp.slow[e];
+      gattn[j] = T(0);
+      gloc[2 * j] = T(0);
+      gloc[2 * j + 1] = T(0);
+    }
+  }
+}
+
+template <typename T, typename VT>
+STKIT_INLINE void backward_head(const BwdArgs<T>& a, int64_t n, int64_t m, int64_t q0,
+                                int64_t q1, const VT* vhead, at::opmath_type<T>* ghead,
+                                const PointTables<at::opmath_type<T>>& tb,
+                                QueryPoints<at::opmath_type<T>>& qp,
+                                BwdScratch<at::opmath_type<T>>& sc) {
+  constexpr int W = Simd<at::opmath_type<T>>::W;
+  const int64_t len = a.plan.len;
+  // Compile-time vector counts for the common channel widths; any other width loops.
+  switch (len % W == 0 ? len / W : 0) {
+    case 1: backward_queries<1, T, VT>(a, n, m, q0, q1, vhead, ghead, tb, qp, sc); break;
+    case 2: backward_queries<2, T, VT>(a, n, m, q0, q1, vhead, ghead, tb, qp, sc); break;
+    case 4: backward_queries<4, T, VT>(a, n, m, q0, q1, vhead, ghead, tb, qp, sc); break;
+    default: backward_queries<0, T, VT>(a, n, m, q0, q1, vhead, ghead, tb, qp, sc); break;
+  }
+}
+
+template <typename T>
+STKIT_INLINE void backward_tasks(const BwdArgs<T>& a) {
+  using A = at::opmath_type<T>;
+  const Geometry& g = a.g;
+  const Plan& plan = a.plan;
+  const int64_t K = plan.chunks, D = g.D, MD = g.M * g.D, SL = g.S * plan.len, LP = g.L * g.P;
+  const int64_t LPW = (LP + Simd<A>::W - 1) / Simd<A>::W * Simd<A>::W;  // padded
+  const PointTables<A> tb(g, plan.rs, LPW);
+  QueryPoints<A> qp(LP, LPW);
+  BwdScratch<A> sc(plan.len, LP);
+  std::vector<A> staged(plan.stage ? static_cast<size_t>(SL) : 0);
+  std::vector<A> local_grad(plan.stage ? static_cast<size_t>(SL) : 0);
+  int64_t staged_head = -1;
+  // Claim tasks one at a time: a thread that starts late (busy machine) or runs slower
+  // simply does fewer of them. Scratch buffers live across the tasks of this thread.
+  const int64_t n_tasks = g.N * g.M * K;
+  for (int64_t t; (t = a.next->fetch_add(1, std::memory_order_relaxed)) < n_tasks;) {
+    const int64_t chunk = t % K, nm = t / K, m = nm % g.M, n = nm / g.M;
+    const int64_t q0 = g.Lq * chunk / K, q1 = g.Lq * (chunk + 1) / K;
+    const int64_t head = n * g.S * MD + m * D;  // offset of [n, 0, m, 0]
+    A* ws = a.direct ? nullptr : a.workspace + chunk * g.N * g.S * MD + head;
+    if (plan.stage) {
+      if (staged_head != nm) stage_head<T, A>(a.value + head, MD, staged.data(), g.S, D, plan.len);
+      staged_head = nm;
+      std::fill(local_grad.begin(), local_grad.end(), A(0));
+      backward_head<T, A>(a, n, m, q0, q1, staged.data(), local_grad.data(), tb, qp, sc);
+      // This task is the only writer of its (chunk, n, m) slice: plain stores.
+      const A* src = local_grad.data();
+      if (a.direct) {
+        T* dst = a.grad_value + head;
+        for (int64_t s = 0; s < g.S; ++s)
+          for (int64_t d = 0; d < D; ++d) dst[s * MD + d] = static_cast<T>(src[s * plan.len + d]);
+      } else {
+        for (int64_t s = 0; s < g.S; ++s)
+          for (int64_t d = 0; d < D; ++d) ws[s * MD + d] = src[s * plan.len + d];
+      }
+    } else if constexpr (std::is_same_v<T, A>) {
+      // Accumulate in place: grad_value itself (zero-filled) or a zero-filled workspace.
+      A* gv = a.direct ? a.grad_value + head : ws;
+      backward_head<T, T>(a, n, m, q0, q1, a.value + head, gv, tb, qp, sc);
+    } else {
+      backward_head<T, T>(a, n, m, q0, q1, a.value + head, ws, tb, qp, sc);
+    }
+  }
+}
+
+// Non-template, per-dtype entry points: the unit that gets SIMD clones.
+#define STKIT_DEFINE_WORKERS(T, SUFFIX)                                                    \
+  STKIT_SIMD_CLONES void forward_tasks_##SUFFIX(const FwdArgs<T>& a) { forward_tasks<T>(a); } \
+  STKIT_SIMD_CLONES void backward_tasks_##SUFFIX(const BwdArgs<T>& a) {                     \
+    backward_tasks<T>(a);                                                                 \
+  }                                                                                       \
+  inline void run_tasks(const FwdArgs<T>& a) { forward_tasks_##SUFFIX(a); }               \
+  inline void run_tasks(const BwdArgs<T>& a) { backward_tasks_##SUFFIX(a); }
+
+STKIT_DEFINE_WORKERS(float, f32)
+STKIT_DEFINE_WORKERS(double, f64)
+STKIT_DEFINE_WORKERS(c10::Half, f16)
+STKIT_DEFINE_WORKERS(c10::BFloat16, bf16)
+#undef STKIT_DEFINE_WORKERS
+
+// Run the task loop on plan.workers threads (ATen's OpenMP pool) or on this thread.
+template <typename Args>
+void run_parallel(const Args& a) {
+  if (a.plan.workers <= 1) {
+    run_tasks(a);
+    return;
+  }
+  at::parallel_for(0, a.plan.workers, 1, [&](int64_t b, int64_t e) {
+    for (int64_t w = b; w < e; ++w) run_tasks(a);
+  });
+}
+
+// ------------------------------------------------------------------------ validation
+
+// Checks shapes, dtypes and the level tables; returns int64 CPU copies of the tables.
+// Bounds are checked here so that the kernel can never read outside value.
+Geometry check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                      const at::Tensor& level_start_index, const at::Tensor& sampling_loc,
+                      const at::Tensor& attn_weight, at::Tensor& shapes_i64,
+                      at::Tensor& starts_i64) {
+  TORCH_CHECK(value.dim() == 4, "ms_deform_attn: value must be (N, S, M, D), got shape ",
+              value.sizes());
+  TORCH_CHECK(sampling_loc.dim() == 6 && sampling_loc.size(5) == 2,
+              "ms_deform_attn: sampling_loc must be (N, Lq, M, L, P, 2), got shape ",
+              sampling_loc.sizes());
+  TORCH_CHECK(attn_weight.dim() == 5,
+              "ms_deform_attn: attn_weight must be (N, Lq, M, L, P), got shape ",
+              attn_weight.sizes());
+  TORCH_CHECK(spatial_shapes.dim() == 2 && spatial_shapes.size(1) == 2,
+              "ms_deform_attn: spatial_shapes must be (L, 2), got shape ", spatial_shapes.sizes());
+  TORCH_CHECK(level_start_index.dim() == 1,
+              "ms_deform_attn: level_start_index must be (L,), got shape ",
+              level_start_index.sizes());
+  TORCH_CHECK(!at::isFloatingType(spatial_shapes.scalar_type()) &&
+                  !at::isFloatingType(level_start_index.scalar_type()),
+              "ms_deform_attn: spatial_shapes and level_start_index must be integer tensors");
+  TORCH_CHECK(at::isFloatingType(value.scalar_type()),
+              "ms_deform_attn: value must be a floating-point tensor, got ", value.scalar_type());
+  TORCH_CHECK(sampling_loc.scalar_type() == value.scalar_type() &&
+                  attn_weight.scalar_type() == value.scalar_type(),
+              "ms_deform_attn: value, sampling_loc and attn_weight must share a dtype, got ",
+              value.scalar_type(), ", ", sampling_loc.scalar_type(), ", ",
+              attn_weight.scalar_type());
+  Geometry g;
+  g.N = value.size(0);
+  g.S = value.size(1);
+  g.M = value.size(2);
+  g.D = value.size(3);
+  g.Lq = sampling_loc.size(1);
+  g.L = sampling_loc.size(3);
+  g.P = sampling_loc.size(4);
+  TORCH_CHECK(sampling_loc.size(0) == g.N && sampling_loc.size(2) == g.M,
+              "ms_deform_attn: sampling_loc ", sampling_loc.sizes(),
+              " does not match value (N, S, M, D) = ", value.sizes());
+  TORCH_CHECK(attn_weight.sizes() == sampling_loc.sizes().slice(0, 5),
+              "ms_deform_attn: attn_weight ", attn_weight.sizes(),
+              " must equal sampling_loc's first five sizes ", sampling_loc.sizes());
+  TORCH_CHECK(spatial_shapes.size(0) == g.L && level_start_index.size(0) == g.L,
+              "ms_deform_attn: sampling_loc has L=", g.L, " levels but spatial_shapes has ",
+              spatial_shapes.size(0), " and level_start_index has ", level_start_index.size(0));
+  shapes_i64 = spatial_shapes.to(at::kCPU, at::kLong).contiguous();
+  starts_i64 = level_start_index.to(at::kCPU, at::kLong).contiguous();
+  g.hw = shapes_i64.const_data_ptr<int64_t>();
+  g.start = starts_i64.const_data_ptr<int64_t>();
+  int64_t expected_start = 0;
+  for (int64_t l = 0; l < g.L; ++l) {
+    const int64_t H = g.hw[2 * l], W = g.hw[2 * l + 1];
+    TORCH_CHECK(H >= 1 && W >= 1, "ms_deform_attn: spatial_shapes[", l, "] = (", H, ", ", W,
+                ") must be positive");
+    TORCH_CHECK(g.start[l] == expected_start, "ms_deform_attn: level_start_index[", l,
+                "] = ", g.start[l], " but the levels before it hold ", expected_start, " rows");
+    expected_start += H * W;
+  }
+  TORCH_CHECK(g.S < std::numeric_limits<int32_t>::max(),
+              "ms_deform_attn: S=", g.S, " rows is more than the kernel indexes");
+  TORCH_CHECK(expected_start == g.S, "ms_deform_attn: value has S=", g.S,
+              " rows but spatial_shapes sum to ", expected_start);
+  return g;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------ entry points
+
+at::Tensor ms_deform_attn_cpu_forward(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                                      const at::Tensor& level_start_index,
+                                      const at::Tensor& sampling_loc,
+                                      const at::Tensor& attn_weight) {
+  TORCH_CHECK(value.device().is_cpu() && sampling_loc.device().is_cpu() &&
+                  attn_weight.device().is_cpu(),
+              "ms_deform_attn_cpu_forward: all tensors must be on the CPU");
+  at::Tensor shapes, starts;
+  const Geometry g = check_inputs(value, spatial_shapes, level_start_index, sampling_loc,
+                                  attn_weight, shapes, starts);
+  const at::Tensor v = value.contiguous(), loc = sampling_loc.contiguous(),
+                   w = attn_weight.contiguous();
+  at::Tensor out = at::empty({g.N, g.Lq, g.M * g.D}, value.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(),
+                                  "ms_deform_attn_cpu_forward", [&] {
+    const Plan plan = make_plan(g, Simd<at::opmath_type<scalar_t>>::W);
+    std::atomic<int64_t> next{0};
+    const FwdArgs<scalar_t> a{v.const_data_ptr<scalar_t>(), loc.const_data_ptr<scalar_t>(),
+                              w.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+                              g, plan, &next};
+    run_parallel(a);
+  });
+  return out;
+}
+
+std::vector<at::Tensor> ms_deform_attn_cpu_backward(const at::Tensor& value,
+                                                    const at::Tensor& spatial_shapes,
+                                                    const at::Tensor& level_start_index,
+                                                    const at::Tensor& sampling_loc,
+                                                    const at::Tensor& attn_weight,
+                                                    const at::Tensor& grad_output) {
+  TORCH_CHECK(value.device().is_cpu() && sampling_loc.device().is_cpu() &&
+                  attn_weight.device().is_cpu() && grad_output.device().is_cpu(),
+              "ms_deform_attn_cpu_backward: all tensors must be on the CPU");
+  at::Tensor shapes, starts;
+  const Geometry g = check_inputs(value, spatial_shapes, level_start_index, sampling_loc,
+                                  attn_weight, shapes, starts);
+  TORCH_CHECK(grad_output.dim() == 3 && grad_output.size(0) == g.N &&
+                  grad_output.size(1) == g.Lq && grad_output.size(2) == g.M * g.D,
+              "ms_deform_attn: grad_output must be (N, Lq, M*D) = (", g.N, ", ", g.Lq, ", ",
+              g.M * g.D, "), got ", grad_output.sizes());
+  TORCH_CHECK(grad_output.scalar_type() == value.scalar_type(),
+              "ms_deform_attn: grad_output dtype ", grad_output.scalar_type(),
+              " differs from value dtype ", value.scalar_type());
+  const at::Tensor v = value.contiguous(), loc = sampling_loc.contiguous(),
+                   w = attn_weight.contiguous(), go = grad_output.contiguous();
+  at::Tensor grad_loc = at::empty_like(loc);
+  at::Tensor grad_attn = at::empty_like(w);
+  at::Tensor grad_value;
+  const bool reduced = value.scalar_type() == at::kHalf || value.scalar_type() == at::kBFloat16;
+  const bool work = v.numel() > 0 && loc.numel() > 0;
+  if (!work) {  // degenerate sizes (D = 0, no queries or no points): nothing flows
+    grad_loc.zero_();
+    grad_attn.zero_();
+    return {at::zeros_like(v), grad_loc, grad_attn};
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(),
+                                  "ms_deform_attn_cpu_backward", [&] {
+    using A = at::opmath_type<scalar_t>;
+    const Plan plan = make_plan(g, Simd<A>::W);
+    // Where grad_value accumulates: straight into the result when there is one chunk per
+    // head and either staging (each head flushed once) or no rounding is involved;
+    // otherwise into K float/double buffers that are summed and rounded at the end.
+    const bool direct = plan.chunks == 1 && (plan.stage || !reduced);
+    at::Tensor ws;
+    if (direct) {
+      grad_value = plan.stage ? at::empty_like(v) : at::zeros_like(v);
+    } else {
+      const auto opts = v.options().dtype(c10::CppTypeToScalarType<A>::value);
+      ws = plan.stage ? at::empty({plan.chunks, g.N, g.S, g.M, g.D}, opts)
+                      : at::zeros({plan.chunks, g.N, g.S, g.M, g.D}, opts);
+      grad_value = at::empty_like(v);
+    }
+    std::atomic<int64_t> next{0};
+    const BwdArgs<scalar_t> a{v.const_data_ptr<scalar_t>(),
+                              loc.const_data_ptr<scalar_t>(),
+                              w.const_data_ptr<scalar_t>(),
+                              go.const_data_ptr<scalar_t>(),
+                              grad_value.mutable_data_ptr<scalar_t>(),
+                              direct ? nullptr : ws.mutable_data_ptr<A>(),
+                              direct,
+                              grad_loc.mutable_data_ptr<scalar_t>(),
+                              grad_attn.mutable_data_ptr<scalar_t>(),
+                              g,
+                              plan,
+                              &next};
+    run_parallel(a);
+    if (!direct) {
+      // Sum the K buffers and round to the value dtype.
+      const A* src = ws.const_data_ptr<A>();
+      scalar_t* dst = grad_value.mutable_data_ptr<scalar_t>();
+      const int64_t E = v.numel(), K = plan.chunks;
+      at::parallel_for(0, E, 32768, [&](int64_t b, int64_t e) {
+        for (int64_t j = b; j < e; ++j) {
+          A s = src[j];
+          for (int64_t k = 1; k < K; ++k) s += src[k * E + j];
+          dst[j] = static_cast<scalar_t>(s);
+        }
+      });
+    }
+  });
+  return {grad_value, grad_loc, grad_attn};
+}
+
+std::string ms_deform_attn_cpu_info() {
+  std::string simd = "portable loops";
+#if STKIT_HAS_CLONES
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v4"))
+    simd = "x86-64-v4 (AVX-512) clone";
+  else if (__builtin_cpu_supports("x86-64-v3"))
+    simd = "x86-64-v3 (AVX2+FMA) clone";
+  else
+    simd = "baseline x86-64 clone";
+#endif
+  return "simd=" + simd + ", threads=" + std::to_string(at::get_num_threads());
+}
