@@ -29,17 +29,23 @@ BACKBONES = ("small", "vgg16", "resnet18", "resnet50", "densenet121")
 
 
 # ----------------------------------------------------------------------------- backbones
-def small_cnn(in_channels: int = 1, width: int = 32) -> nn.Sequential:
-    """Four Conv-BN-ReLU-MaxPool blocks, global *max* pool, one logit (~0.24 M parameters at width 32).
+def small_cnn(in_channels: int = 1, width: int = 32, pool: str = "max") -> nn.Sequential:
+    """Four Conv-BN-ReLU-MaxPool blocks, a pooled head, one logit (~0.24 M parameters at width 32).
 
-    Max rather than average pooling: an image is abnormal if a lesion is present anywhere,
-    so the strongest local response should decide, not the mean over the whole glimpse.
+    ``pool``: ``"max"`` (default; an image is abnormal if a lesion is present anywhere, so the
+    strongest local response should decide), ``"avg"``, or ``"flatten"`` (a 4x4 map into the
+    linear layer, position-aware like VGG's fully connected head).
     """
+    if pool not in ("max", "avg", "flatten"):
+        raise ValueError(f"pool must be 'max', 'avg' or 'flatten', got {pool!r}")
     chans = [in_channels, width, 2 * width, 4 * width, 4 * width]
     layers: list[nn.Module] = []
     for cin, cout in zip(chans[:-1], chans[1:]):
         layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
-    layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(chans[-1], 1)]
+    if pool == "flatten":  # a 4x4 map into a linear layer: where a feature is matters, as in VGG's FC head
+        layers += [nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Dropout(0.3), nn.Linear(chans[-1] * 16, 1)]
+    else:
+        layers += [nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(chans[-1], 1)]
     return nn.Sequential(*layers)
 
 
@@ -72,14 +78,14 @@ def _torch_hub_dir() -> str:
 class Backbone(nn.Module):
     """Wraps a classifier so it takes ``in_channels`` images and returns logits (B,)."""
 
-    def __init__(self, name: str = "small", in_channels: int = 1, pretrained: bool = False, width: int = 32):
+    def __init__(self, name: str = "small", in_channels: int = 1, pretrained: bool = False, width: int = 32, pool: str = "max"):
         super().__init__()
         if name not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
         if name == "small":
             if pretrained:
                 raise ValueError("the 'small' backbone has no pretrained weights")
-            self.net, self.net_channels = small_cnn(in_channels, width), in_channels
+            self.net, self.net_channels = small_cnn(in_channels, width, pool), in_channels
         else:
             self.net, self.net_channels = _torchvision_backbone(name, pretrained), 3
         self.name = name
@@ -111,6 +117,7 @@ class STERN(nn.Module):
         use_stn: bool = True,
         glimpse_size: tuple[int, int] | None = None,
         backbone_width: int = 32,
+        backbone_pool: str = "max",
         **stn_kwargs,
     ):
         super().__init__()
@@ -119,7 +126,7 @@ class STERN(nn.Module):
         self.stn = AttentionSTN(in_channels, glimpse_size=glimpse_size, **stn_kwargs) if use_stn else None
         if not use_stn and stn_kwargs:
             raise ValueError(f"STN options given to a model without STN: {sorted(stn_kwargs)}")
-        self.classifier = Backbone(backbone, in_channels, pretrained, backbone_width)
+        self.classifier = Backbone(backbone, in_channels, pretrained, backbone_width, backbone_pool)
 
     def forward(self, x: torch.Tensor) -> STERNOutput:
         if x.ndim != 4:

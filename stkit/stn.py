@@ -105,7 +105,7 @@ class LocalisationNet(nn.Module):
     identity at 256 px with pool=12, so the official network is a special case.
     """
 
-    def __init__(self, in_channels: int = 1, pool: int = 12, hidden: int = 32, width: int = 16):
+    def __init__(self, in_channels: int = 1, pool: int = 12, hidden: int = 32, width: int = 16, init: str = "kaiming"):
         super().__init__()
         chans = [in_channels, width, 2 * width, 4 * width, 8 * width]
         kernels = [7, 5, 5, 5]
@@ -115,6 +115,16 @@ class LocalisationNet(nn.Module):
         self.features = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(pool)
         self.regressor = nn.Sequential(nn.Linear(chans[-1] * pool * pool, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 4))
+        if init == "kaiming":
+            # PyTorch's default init shrinks the activations of this bias-free-of-BN stack about
+            # tenfold per block: the hidden features then barely differ between images and the
+            # window cannot depend on the image. He init keeps their spread.
+            for m in [*self.features, self.regressor[0]]:
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
+        elif init != "default":
+            raise ValueError(f"init must be 'kaiming' or 'default', got {init!r}")
 
     @staticmethod
     def min_input_size() -> int:
@@ -179,7 +189,8 @@ class AttentionSTN(nn.Module):
         self.glimpse_size = tuple(glimpse_size) if glimpse_size is not None else None
         self.loc_input_size = loc_input_size
         self.source_size = source_size
-        self.loc = LocalisationNet(in_channels, pool=loc_pool, width=loc_width)
+        # faithful: PyTorch's default init, as the official code
+        self.loc = LocalisationNet(in_channels, pool=loc_pool, width=loc_width, init="default" if parameterisation == "faithful" else "kaiming")
         last = self.loc.regressor[-1]
         nn.init.zeros_(last.weight)
         with torch.no_grad():

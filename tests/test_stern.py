@@ -112,3 +112,18 @@ def test_stage2_loss_needs_aspect():
         STERNLoss(lam=1.0)(torch.zeros(2), torch.zeros(2), None)
     with pytest.raises(ValueError, match="lam=0"):
         STERNLoss(lam=0.5, faithful=True)
+
+
+def test_localisation_features_differ_between_images():
+    # The window can only depend on the image if the regressor's hidden features do. PyTorch's
+    # default init (kept in faithful mode) nearly erases that spread; He init keeps it.
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(32, 1, 128, 128, generator=g)
+    spread = {}
+    for init in ("default", "kaiming"):
+        torch.manual_seed(0)
+        net = LocalisationNet(1, pool=4, width=8, init=init)
+        hidden = net.regressor[:2](net.pool(net.features(x)).flatten(1))
+        spread[init] = hidden.std(0).mean().item()
+    assert spread["kaiming"] > 10 * spread["default"]
+    assert AttentionSTN(1, "faithful").loc.features[0].bias.abs().sum() > 0  # default init: non-zero conv bias
