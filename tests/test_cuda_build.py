@@ -19,7 +19,6 @@ emulation also needs Linux (ucontext) and a host C++ compiler.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import re
@@ -33,6 +32,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from stkit.ops.build import _cpp_extension
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "cuda_ops" / "ms_deform_attn_cuda.cu"
 ARCHS = ("80", "90")
@@ -42,18 +43,6 @@ TIMEOUT_S = 900
 # --------------------------------------------------------------------------------------
 # toolchain discovery
 # --------------------------------------------------------------------------------------
-def _cpp_extension():
-    """torch.utils.cpp_extension, without its 'No CUDA runtime is found' log line."""
-    log = logging.getLogger("torch.utils.cpp_extension")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        from torch.utils import cpp_extension
-    finally:
-        log.setLevel(level)
-    return cpp_extension
-
-
 def _find_nvcc() -> str | None:
     candidates = []
     if os.environ.get("CUDA_HOME"):
