@@ -127,3 +127,26 @@ def test_localisation_features_differ_between_images():
         spread[init] = hidden.std(0).mean().item()
     assert spread["kaiming"] > 10 * spread["default"]
     assert AttentionSTN(1, "faithful").loc.features[0].bias.abs().sum() > 0  # default init: non-zero conv bias
+
+
+def test_pretrained_weights_offline_error_is_clear(monkeypatch):
+    import urllib.error
+
+    import torchvision.models as tvm
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(tvm, "resnet18", offline)
+    with pytest.raises(RuntimeError, match=r"ImageNet weights for resnet18.*pretrained=False"):
+        Backbone("resnet18", pretrained=True)
+
+
+def test_bad_label_csv_fails_before_a_run_folder_exists(tmp_path):
+    from stkit.experiment import run_stern
+
+    bad = tmp_path / "labels.csv"
+    bad.write_text("path,label,patient_id\nimages/a.png,0,P1\n")  # no split column
+    with pytest.raises(ValueError, match=r"labels.csv.*split"):
+        run_stern(bad, tmp_path / "run", size="smoke")
+    assert not (tmp_path / "run").exists()
