@@ -203,7 +203,7 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}th{{background:#
 <h2>Key numbers</h2><table><tr><th>section</th><th>metric</th><th>value</th></tr>{metric_rows}</table>
 <h2>Papers and this run</h2>
 <p>Paper numbers come from the sources named; "unverified" marks numbers not checked against the paper's PDF.
-The built-in data is synthetic, so its numbers show that the mechanism works, not that the paper is reproduced;
+The built-in data is synthetic: its numbers show what the code does on a controlled task, not that the paper is reproduced;
 run size <code>paper</code> on the real datasets for that.</p>
 <table><tr><th>quantity</th><th>paper</th><th>source</th><th>this run</th></tr>{paper_rows}</table>
 <p>Machine-readable: <a href="metrics.json">metrics.json</a></p></body></html>"""
