@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import html
 import json
+import os
 import time
 from pathlib import Path
 
@@ -89,6 +90,8 @@ def run_notebook(path: str | Path, output: str | Path, parameters: dict | None =
     parameters = dict(parameters or {})
     check_parameters(path, parameters)
     output.parent.mkdir(parents=True, exist_ok=True)
+    saved_tqdm = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # the kernel inherits it: no progress bars in executed copies
     try:
         pm.execute_notebook(
             str(path), str(output), parameters=parameters, cwd=str(path.parent), kernel_name=_kernel_name(), progress_bar=False, log_output=log_output
@@ -99,6 +102,10 @@ def run_notebook(path: str | Path, output: str | Path, parameters: dict | None =
             f"  the executed copy with the full traceback is {output}"
         ) from None
     finally:
+        if saved_tqdm is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = saved_tqdm
         if html_output and output.exists():
             to_html(output)
     return output

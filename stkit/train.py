@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -165,7 +166,8 @@ def train_stage(
         sampler = RandomSampler(train_set, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
         loader = DataLoader(train_set, cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, drop_last=False)
         sums = {"loss": 0.0, "aspect_term": 0.0, "n": 0}
-        for images, labels, _ in tqdm(loader, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False):
+        bar_off = not progress or os.environ.get("TQDM_DISABLE") == "1"  # the report runner sets it: bars clutter HTML
+        for images, labels, _ in tqdm(loader, desc=f"{cfg.name} epoch {epoch + 1}/{cfg.epochs}", disable=bar_off, leave=False):
             images, labels = images.to(device), labels.to(device)
             if cfg.hflip > 0:  # drawn from the global RNG, whose state the checkpoint keeps
                 flip = torch.rand(len(images)) < cfg.hflip
