@@ -53,7 +53,10 @@ def evaluate_stern(model: STERN, test_set, device="cpu") -> dict:
         h, w = test_set[0][0].shape[-2:]
         abnormal = np.flatnonzero(pred["labels"] == 1)
         boxes = [test_set.boxes(int(pred["indices"][i])).numpy() for i in abnormal]
-        loc = localisation_metrics(pred["window_px"][abnormal], boxes)
+        if sum(len(b) for b in boxes):
+            loc = localisation_metrics(pred["window_px"][abnormal], boxes)
+        else:  # e.g. CheXpert: no lesion boxes, nothing to score the window against
+            loc = {"center_in_window": None, "area_in_window": None, "n_boxes": 0}
         out |= {
             "lesion_center_in_window": loc["center_in_window"],
             "lesion_area_in_window": loc["area_in_window"],
@@ -83,6 +86,5 @@ def run_stern(labels_csv: str | Path, run_dir: str | Path, size: str = "quick", 
         ev = evaluate_stern(model, splits["test"], device)
         ev.pop("predictions")
         results[variant] = ev | {"best_val_auc": [s.best_val_auc for s in stages], "seconds": time.perf_counter() - t0}
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(run_dir) / "results.json").write_text(json.dumps(results, indent=2))
+        (Path(run_dir) / "results.json").write_text(json.dumps(results, indent=2))  # after each variant
     return results

@@ -63,7 +63,7 @@ def write_metrics(out_dir: str | Path, section: str, values: dict) -> Path:
     """Write ``{section: values}`` to ``out_dir/metrics.json`` (the report merges the sections)."""
     path = Path(out_dir) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    clean = {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in values.items()}
+    clean = {k: (v.item() if hasattr(v, "item") else v) for k, v in values.items()}  # numpy / 0-d tensors -> Python
     path.write_text(json.dumps({section: clean}, indent=2))
     return path
 

@@ -89,6 +89,8 @@ def run_notebook(path: str | Path, output: str | Path, parameters: dict | None =
     path, output = Path(path).resolve(), Path(output).resolve()
     parameters = dict(parameters or {})
     check_parameters(path, parameters)
+    if output.parent == path.parent:
+        raise NotebookError(f"refusing to write the executed copy into the notebooks' own folder ({output}); choose another --out")
     output.parent.mkdir(parents=True, exist_ok=True)
     saved_tqdm = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"  # the kernel inherits it: no progress bars in executed copies
@@ -158,6 +160,8 @@ def run_all(
     for p, params in plans:
         t0 = time.perf_counter()
         executed = out_root / f"{p.stem}.ipynb"
+        stale = Path(params.get("OUT_DIR", out_root / p.stem)) / "metrics.json"
+        stale.unlink(missing_ok=True)  # an earlier run's numbers must not pass for this run's
         print(f"running {p.name} (size {size}) ...", flush=True)
         try:
             run_notebook(p, executed, params, log_output=log_output)

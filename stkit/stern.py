@@ -92,6 +92,8 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.net_channels:  # grey images into an RGB network: repeat the channel
+            if x.shape[1] != 1:
+                raise ValueError(f"backbone {self.name} takes 1 or {self.net_channels} channels, got {x.shape[1]}")
             x = x.expand(-1, self.net_channels, -1, -1)
         return self.net(x).squeeze(1)
 
@@ -121,6 +123,10 @@ class STERN(nn.Module):
         **stn_kwargs,
     ):
         super().__init__()
+        # every constructor argument: checkpoints compare it before resuming
+        self.config = dict(backbone=backbone, in_channels=in_channels, pretrained=pretrained, use_stn=use_stn,
+                           glimpse_size=list(glimpse_size) if glimpse_size is not None else None,
+                           backbone_width=backbone_width, backbone_pool=backbone_pool, **stn_kwargs)
         self.use_stn = use_stn
         self.glimpse_size = tuple(glimpse_size) if glimpse_size is not None else None
         self.stn = AttentionSTN(in_channels, glimpse_size=glimpse_size, **stn_kwargs) if use_stn else None

@@ -87,7 +87,8 @@ def _frozen_modules_eval(model: nn.Module, prefixes: tuple[str, ...]) -> None:
 def _optimizer(model: nn.Module, cfg: StageConfig) -> torch.optim.Optimizer:
     stn_params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("stn.")]
     other = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("stn.")]
-    groups = [g for g in ({"params": other, "lr": cfg.lr}, {"params": stn_params, "lr": cfg.stn_lr or cfg.lr}) if g["params"]]
+    stn_lr = cfg.lr if cfg.stn_lr is None else cfg.stn_lr
+    groups = [g for g in ({"params": other, "lr": cfg.lr}, {"params": stn_params, "lr": stn_lr}) if g["params"]]
     if not groups:
         raise ValueError(f"stage {cfg.name!r} freezes every parameter: nothing to train")
     return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
@@ -104,10 +105,20 @@ def _schedule(opt: torch.optim.Optimizer, cfg: StageConfig, steps_per_epoch: int
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _config_record(model: nn.Module, cfg: StageConfig, seed: int) -> dict:
-    """What a checkpoint must agree with to be resumed."""
+def _config_record(model: nn.Module, cfg: StageConfig, seed: int, train_set: Dataset, val_set: Dataset) -> dict:
+    """What a checkpoint must agree with to be resumed: stage, seed, model settings, data."""
     n_params = sum(p.numel() for p in model.parameters())
-    return {"stage": asdict(cfg) | {"freeze": list(cfg.freeze)}, "seed": seed, "model": type(model).__name__, "n_params": n_params}
+    data = {"n_train": len(train_set), "n_val": len(val_set), "image": list(train_set[0][0].shape)}
+    if hasattr(train_set, "csv_path"):
+        data["labels"] = str(Path(train_set.csv_path).resolve())
+    return {
+        "stage": asdict(cfg) | {"freeze": list(cfg.freeze)},
+        "seed": seed,
+        "model": type(model).__name__,
+        "model_config": getattr(model, "config", None),
+        "n_params": n_params,
+        "data": data,
+    }
 
 
 def _mean_window_area(pred: dict, dataset: Dataset) -> float | None:
@@ -132,7 +143,7 @@ def train_stage(
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
-    record = _config_record(model, cfg, seed)
+    record = _config_record(model, cfg, seed, train_set, val_set)
     last_path, best_path = out_dir / f"{cfg.name}_last.pt", out_dir / f"{cfg.name}_best.pt"
     device = torch.device(device)
     model.to(device)
@@ -154,8 +165,14 @@ def train_stage(
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng_cpu"])
+        if ckpt.get("rng_cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
         result = StageResult(**ckpt["result"])
         start_epoch = len(result.history)
+    else:
+        strays = [p for p in (best_path, out_dir / f"{cfg.name}_history.json") if p.exists()]
+        if strays:
+            raise FileExistsError(f"{strays[0]} exists without {last_path.name}; refusing to overwrite it. Use another output folder.")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -207,6 +224,7 @@ def train_stage(
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
                 "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "config": record,
                 "result": asdict(result),
             },

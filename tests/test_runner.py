@@ -83,3 +83,11 @@ def test_cli_reports_unknown_parameter(tmp_path):
     )
     assert proc.returncode == 2 and "SCAL" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_executed_copy_never_lands_beside_the_sources(tmp_path):
+    nb = make_notebook(tmp_path / "01_a.ipynb", "pass")
+    before = nb.read_bytes()
+    with pytest.raises(NotebookError, match="own folder"):
+        run_notebook(nb, nb)
+    assert nb.read_bytes() == before

@@ -132,3 +132,21 @@ def test_localisation_metrics():
     assert m["center_in_window"] == pytest.approx(2 / 3)
     assert m["area_in_window"] == pytest.approx((0.25 + 0 + 1) / 3)
     assert window_area_fraction(np.array([[-5, 0, 5, 20]]), 20, 20).tolist() == [0.25]
+
+
+def test_changed_model_settings_are_not_resumed(tmp_path):
+    # Settings without parameters of their own (here the STN's start scale) still count.
+    data, val = SquareData(32, 0), SquareData(16, 1)
+    train_stage(tiny_model(), data, val, CFG, tmp_path, progress=False)
+    torch.manual_seed(0)
+    other = STERN("small", backbone_width=8, glimpse_size=(32, 32), loc_input_size=80, loc_pool=1, loc_width=4, init_scale=0.6)
+    with pytest.raises(FileExistsError, match="different configuration"):
+        train_stage(other, data, val, CFG, tmp_path, progress=False)
+
+
+def test_stray_best_checkpoint_is_not_overwritten(tmp_path):
+    data, val = SquareData(32, 0), SquareData(16, 1)
+    (tmp_path / "s1_best.pt").write_bytes(b"someone else's")
+    with pytest.raises(FileExistsError, match="s1_best.pt"):
+        train_stage(tiny_model(), data, val, CFG, tmp_path, progress=False)
+    assert (tmp_path / "s1_best.pt").read_bytes() == b"someone else's"

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from matplotlib.patches import Rectangle
 
-from ..stn import glimpse, theta_from_window, window_to_pixels
+from ..stn import glimpse, resize, theta_from_window, window_to_pixels
 
 
 def _img(x) -> np.ndarray:
@@ -121,8 +121,12 @@ def plot_roc(curves: dict):
     return fig
 
 
-def show_attention(dataset, predictions: dict, n: int = 8, abnormal_only: bool = True, cols: int = 4):
-    """Test images with the attended window (orange) and lesion boxes (red), glimpses below."""
+def show_attention(dataset, predictions: dict, n: int = 8, abnormal_only: bool = True, cols: int = 4, stn=None):
+    """Test images with the attended window (orange) and lesion boxes (red), glimpses below.
+
+    Pass the model's ``stn`` to show exactly what the classifier saw (same sampling source
+    and glimpse size); without it the window is resampled from the image at 64x64.
+    """
     labels, idx = predictions["labels"], predictions["indices"]
     order = np.flatnonzero(labels == 1) if abnormal_only else np.arange(len(labels))
     order = order[:n]
@@ -138,7 +142,9 @@ def show_attention(dataset, predictions: dict, n: int = 8, abnormal_only: bool =
             _box(top, x, y, x + w, y + h, color="red", lw=1)
         _box(top, *predictions["window_px"][j], lw=2)
         top.set_title(f"p(abnormal) = {predictions['scores'][j]:.2f}", fontsize=8)
-        g = glimpse(torch.as_tensor(_img(img))[None, None].float(), torch.as_tensor(predictions["theta"][j])[None].float(), (64, 64))
+        x = torch.as_tensor(_img(img))[None, None].float()
+        theta = torch.as_tensor(predictions["theta"][j])[None].float()
+        g = glimpse(resize(x, stn.source_size), theta, stn.glimpse_size) if stn is not None else glimpse(x, theta, (64, 64))
         bottom.imshow(g[0, 0], cmap="gray", vmin=0, vmax=1)
         bottom.set_title(f"glimpse, sx/sy = {predictions['aspect'][j]:.2f}", fontsize=8)
     fig.tight_layout()
