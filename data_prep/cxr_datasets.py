@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stkit.data.cxr import BOX, read_cxr_labels
+from stkit.data.cxr import BOX, read_cxr_labels, read_text_csv
 
 CHEXPERT_PATHOLOGIES = [  # the 14 observations minus "No Finding" and "Support Devices"
     "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -40,15 +40,7 @@ VINDR_NO_FINDING = 14
 def _read(path, required, what) -> pd.DataFrame:
     """A source CSV as strings; errors name the file and the missing columns."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} not found")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{path}: {what} is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: {what} is not a readable CSV ({e})") from e
-    df.columns = [str(c).strip() for c in df.columns]
+    df = read_text_csv(path, what)
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: {what} lacks column(s) {missing}; found {list(df.columns)}")

@@ -44,20 +44,28 @@ def _first_bad(mask: pd.Series) -> int:
     return mask.index[~mask.to_numpy()][0]
 
 
+def read_text_csv(path, what: str, skip_blank_lines: bool = True, empty_hint: str = "") -> pd.DataFrame:
+    """A CSV read as strings (no NA guessing), header names stripped; errors name ``path``
+    and say what the file should be (``what``). Shared with data_prep's converters."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=skip_blank_lines)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the {what} is empty" + (f" ({empty_hint})" if empty_hint else "")) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: the {what} is not a readable CSV ({e})") from e
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
 def read_cxr_labels(csv_path) -> pd.DataFrame:
     """Read and validate a label CSV. Returns one row per CSV row with typed columns
     (label int, box_* float with NaN for empty) plus `csv_line` (header = line 1).
     Raises FileNotFoundError or ValueError naming the file and the line or column."""
     src = Path(csv_path)
-    if not src.is_file():
-        raise FileNotFoundError(f"{src}: label CSV not found")
-    try:
-        raw = pd.read_csv(src, dtype=str, keep_default_na=False, skip_blank_lines=False)
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"{src}: the label CSV is empty (expected a header: {', '.join(REQUIRED)})") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise ValueError(f"{src}: not a readable CSV ({e})") from e
-    raw.columns = [str(c).strip() for c in raw.columns]
+    raw = read_text_csv(src, "label CSV", skip_blank_lines=False, empty_hint=f"expected a header: {', '.join(REQUIRED)}")
     missing = [c for c in REQUIRED if c not in raw.columns]
     if missing:
         raise ValueError(f"{src}: missing required column(s) {missing}; found columns {list(raw.columns)}")
