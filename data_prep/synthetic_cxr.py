@@ -561,6 +561,25 @@ def generate_synthetic_cxr(out_dir, size: str = "quick", seed: int = 0, verbose:
     return out / "labels.csv"
 
 
+def ensure_labels(data_dir, run_size: str, seed: int = 0, labels_csv=None) -> Path:
+    """The label CSV a notebook or command works on.
+
+    ``labels_csv`` (a converted real data set) if given; otherwise the built-in synthetic
+    chest X-rays of ``run_size``, generated on first use into
+    ``data_dir/cxr_<size>_seed<seed>`` and reused afterwards (see
+    :func:`generate_synthetic_cxr`). The ``paper`` size needs real data.
+    """
+    if labels_csv:
+        path = Path(labels_csv)
+        if not path.is_file():
+            raise FileNotFoundError(f"LABELS_CSV {path} not found")
+        return path
+    if run_size == "paper":
+        raise ValueError("RUN_SIZE='paper' needs real data: set LABELS_CSV to a kit-format label CSV "
+                         "(data_prep/README.md explains the CheXpert, ChestX-ray14 and VinDr-CXR converters)")
+    return Path(generate_synthetic_cxr(Path(data_dir) / f"cxr_{run_size}_seed{seed}", size=run_size, seed=seed))
+
+
 def _write_csv(path: Path, header, rows):
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")

@@ -1,9 +1,11 @@
-"""Command line of the kit: ``python -m stkit {report,run,data,stern} ...``.
+"""Command line of the kit: ``python -m stkit {report,run,stern} ...``.
 
     python -m stkit report --size quick --out reports      # all notebooks -> reports/index.html
     python -m stkit run notebooks/03_stern_two_stage_training.ipynb -p RUN_SIZE smoke
-    python -m stkit data cxr --out data/cxr_quick --size quick
     python -m stkit stern train --labels data/cxr_quick/labels.csv --out runs/stern --size quick
+
+Data commands (synthetic sets, converters of the real datasets) belong to the data layer:
+``python -m data_prep --help``.
 """
 
 from __future__ import annotations
@@ -43,12 +45,6 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="executed copy (default: reports/<name>.ipynb)")
     run.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="notebook parameter")
 
-    data = sub.add_parser("data", help="generate the built-in synthetic data")
-    data.add_argument("kind", choices=("cxr",))
-    data.add_argument("--out", required=True)
-    data.add_argument("--size", default="quick", choices=("smoke", "quick"))
-    data.add_argument("--seed", type=int, default=0)
-
     stern = sub.add_parser("stern", help="train and test STERN (two stages) and its baselines")
     stern.add_argument("action", choices=("train",))
     stern.add_argument("--labels", required=True, help="kit-format label CSV")
@@ -77,10 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             out = args.out or Path("reports") / Path(args.notebook).name
             print(run_notebook(args.notebook, out, _params(args.p)))
-        elif args.command == "data":
-            from data_prep.synthetic_cxr import generate_synthetic_cxr
-
-            print(generate_synthetic_cxr(args.out, size=args.size, seed=args.seed))
         elif args.command == "stern":
             from .experiment import run_stern
 

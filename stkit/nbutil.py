@@ -73,18 +73,3 @@ def check(condition: bool, message: str) -> None:
     if not condition:
         raise AssertionError(f"sanity check failed: {message}")
 
-
-def cxr_labels(data_dir: str | Path, run_size: str, seed: int = 0, labels_csv: str | Path | None = None) -> Path:
-    """The label CSV a notebook works on: ``labels_csv`` (real data) if given, else the
-    built-in synthetic chest X-rays for ``run_size``, generated on first use into
-    ``data_dir/cxr_<size>_seed<seed>`` and reused afterwards."""
-    if labels_csv:
-        path = Path(labels_csv)
-        if not path.is_file():
-            raise FileNotFoundError(f"LABELS_CSV {path} not found")
-        return path
-    if run_size == "paper":
-        raise ValueError("RUN_SIZE='paper' needs real data: set LABELS_CSV (see data_prep/README.md for the converters)")
-    from data_prep.synthetic_cxr import generate_synthetic_cxr
-
-    return Path(generate_synthetic_cxr(Path(data_dir) / f"cxr_{run_size}_seed{seed}", size=run_size, seed=seed))
