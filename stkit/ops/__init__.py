@@ -23,8 +23,10 @@ from .checks import check_levels, check_static
 from .custom_op import ms_deform_attn_op
 from .dispatch import ENV_VAR, backend, uses_compiled
 from .reference import ms_deform_attn_reference
+from .module import MSDeformAttn, level_start_index
 
-__all__ = ["ms_deform_attn", "ms_deform_attn_reference", "backend", "ENV_VAR"]
+__all__ = ["ms_deform_attn", "ms_deform_attn_reference", "backend", "ENV_VAR",
+           "MSDeformAttn", "level_start_index"]
 
 
 def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor,
