@@ -1,6 +1,5 @@
-"""Chest X-ray data: the synthetic generator, the label reader/dataset, the converters."""
+"""Chest X-ray data: the synthetic generator, the label reader, the dataset."""
 
-import csv
 import json
 import math
 
@@ -10,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from data_prep import cxr_datasets as conv
 from data_prep import synthetic_cxr as syn
 from stkit.data import CXRDataset, ImageDecodeError, read_cxr_labels
 
@@ -294,151 +292,17 @@ def test_dataset_reads_dicom(tmp_path):
     (tmp_path / "labels.csv").write_text("path,label,patient_id,split\nx.dicom,0,p,test\n")
     img = CXRDataset(tmp_path / "labels.csv", "test")[0][0]
     assert img.shape == (1, 4, 6)
-    assert img[0, 0, 0] == 1.0 and img[0, -1, -1] == 0.0    # inverted, scaled to [0, 1]
+    # no window: the 12-bit range after rescale, [-100, 4095 * 2 - 100], maps to [0, 1]; inverted
+    want = 1 - ((np.arange(24) * 100 * 2 - 100) + 100) / (4095 * 2)
+    assert torch.equal(img[0], torch.tensor(np.round(want * 255) / 255, dtype=torch.float32).reshape(4, 6))
 
 
-# --------------------------------------------------------------------------- converters
+# --------------------------------------------------------------------------- command line
+# (the converters of the real data sets are tested in test_cxr_converters.py)
 
-CHEX_OBS = ["No Finding", *conv.CHEXPERT_PATHOLOGIES, "Support Devices"]
-
-
-def chexpert_csv(path, rows):
-    """rows: (patient number, 'Frontal'|'Lateral', {observation: value})."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEX_OBS])
-        for k, (pid, view, obs) in enumerate(rows):
-            part = path.stem if path.stem == "valid" else "train"
-            w.writerow([f"CheXpert-v1.0-small/{part}/patient{pid:05d}/study1/view{k}_{view.lower()}.jpg",
-                        "Male", "50", view, "PA", *[obs.get(o, "") for o in CHEX_OBS]])
-    return path
-
-
-def test_convert_chexpert(tmp_path):
-    train = chexpert_csv(tmp_path / "CheXpert-v1.0-small" / "train.csv", [
-        (1, "Frontal", {"No Finding": "1.0", "Support Devices": "1.0"}),   # normal
-        (1, "Lateral", {"No Finding": "1.0"}),                              # dropped: lateral
-        (2, "Frontal", {"Edema": "1.0", "Cardiomegaly": "-1.0"}),          # abnormal
-        (3, "Frontal", {"Atelectasis": "-1.0", "Fracture": "0.0"}),        # uncertain only
-        (4, "Frontal", {"Support Devices": "1.0"}),                         # no label: dropped
-    ] + [(10 + i, "Frontal", {"No Finding": "1.0"} if i % 2 else {"Pneumonia": "1.0"}) for i in range(20)])
-    valid = chexpert_csv(tmp_path / "CheXpert-v1.0-small" / "valid.csv",
-                         [(64541, "Frontal", {"No Finding": "1.0"}), (64542, "Frontal", {"Lung Lesion": "1.0"})])
-    out = conv.convert_chexpert(train, tmp_path / "out" / "labels.csv", valid_csv=valid, verbose=False)
-    df = read_cxr_labels(out)
-    lab = dict(zip(df.patient_id, df.label))
-    assert lab["patient00001"] == 0 and lab["patient00002"] == 1 and lab["patient00003"] == 1
-    assert "patient00004" not in lab and len(df) == 25 - 2 + 2
-    assert set(df.split[df.patient_id.isin(["patient64541", "patient64542"])]) == {"test"}
-    assert set(df.split) == {"train", "val", "test"}
-    assert df.path.iloc[0] == "../CheXpert-v1.0-small/train/patient00001/study1/view0_frontal.jpg"
-    excl = conv.convert_chexpert(train, tmp_path / "excl.csv", uncertain="exclude", valid_as="val", verbose=False)
-    assert "patient00003" not in set(read_cxr_labels(excl).patient_id)
-    assert conv.convert_chexpert(train, tmp_path / "again.csv", verbose=False).read_text() != ""
-    # never overwrite
-    before = out.read_bytes()
-    with pytest.raises(FileExistsError, match="labels.csv"):
-        conv.convert_chexpert(train, out, verbose=False)
-    assert out.read_bytes() == before
-    # inputs are checked
-    bad = tmp_path / "bad.csv"
-    bad.write_text("Path,Frontal/Lateral\nx,Frontal\n")
-    with pytest.raises(ValueError, match=r"bad\.csv.*No Finding"):
-        conv.convert_chexpert(bad, tmp_path / "o2.csv", verbose=False)
-    leak = chexpert_csv(tmp_path / "leak" / "valid.csv", [(2, "Frontal", {"No Finding": "1.0"})])
-    with pytest.raises(ValueError, match="patient00002"):
-        conv.convert_chexpert(train, tmp_path / "o3.csv", valid_csv=leak, verbose=False)
-    assert not (tmp_path / "o2.csv").exists() and not (tmp_path / "o3.csv").exists()
-
-
-def test_convert_nih(tmp_path):
-    entries = pd.DataFrame({
-        "Image Index": [f"{i:08d}_000.png" for i in range(12)],
-        "Finding Labels": ["No Finding", "Nodule|Mass", "Effusion", "No Finding"] * 3,
-        "Follow-up #": 0, "Patient ID": [i // 2 + 1 for i in range(12)], "View Position": "PA"})
-    entries.to_csv(tmp_path / "Data_Entry_2017.csv", index=False)
-    (tmp_path / "BBox_List_2017.csv").write_text(
-        "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
-        "00000001_000.png,Nodule,100.5,200.25,30,40,,,\n"
-        "00000001_000.png,Mass,500,500,80.5,60,,,\n"
-        "00000002_000.png,Effusion,50,60,70,80,,,\n")
-    (tmp_path / "test_list.txt").write_text("".join(f"{i:08d}_000.png\n" for i in range(8, 12)))
-    (tmp_path / "train_val_list.txt").write_text("".join(f"{i:08d}_000.png\n" for i in range(8)))
-    sub = tmp_path / "images_001" / "images"
-    sub.mkdir(parents=True)
-    (sub / "00000000_000.png").write_bytes(b"")              # found in the release's subfolders
-    out = conv.convert_nih(tmp_path / "Data_Entry_2017.csv", tmp_path / "labels.csv", image_dir=tmp_path,
-                           bbox_csv=tmp_path / "BBox_List_2017.csv", train_val_list=tmp_path / "train_val_list.txt",
-                           test_list=tmp_path / "test_list.txt", verbose=False)
-    df = read_cxr_labels(out)
-    assert df.path.iloc[0] == "images_001/images/00000000_000.png"
-    assert df.drop_duplicates("path").label.tolist() == [0, 1, 1, 0] * 3
-    one = df[df.path.str.endswith("00000001_000.png")]
-    assert one[["box_x", "box_y", "box_w", "box_h"]].to_numpy().tolist() == [[100.5, 200.25, 30, 40], [500, 500, 80.5, 60]]
-    assert one.finding.tolist() == ["Nodule", "Mass"]
-    assert set(df.split[df.patient_id.astype(int) >= 5]) == {"test"}
-    assert set(df.split[df.patient_id.astype(int) < 5]) <= {"train", "val"}
-    (tmp_path / "bb2.csv").write_text("Image Index,Finding Label,Bbox [x,y,w,h]\n00000000_000.png,Nodule,1,2,3,4\n")
-    with pytest.raises(ValueError, match=r"bb2\.csv, line 2.*No Finding"):
-        conv.convert_nih(tmp_path / "Data_Entry_2017.csv", tmp_path / "o.csv", image_dir=tmp_path,
-                         bbox_csv=tmp_path / "bb2.csv", verbose=False)
-    with pytest.raises(FileExistsError):
-        conv.convert_nih(tmp_path / "Data_Entry_2017.csv", out, image_dir=tmp_path, verbose=False)
-    entries.drop(columns="Patient ID").to_csv(tmp_path / "no_pid.csv", index=False)
-    with pytest.raises(ValueError, match=r"no_pid\.csv.*Patient ID"):
-        conv.convert_nih(tmp_path / "no_pid.csv", tmp_path / "o.csv", image_dir=tmp_path, verbose=False)
-    assert not (tmp_path / "o.csv").exists()
-
-
-def test_convert_vindr(tmp_path):
-    rows = [  # image_id, class_name, class_id, rad_id, x_min, y_min, x_max, y_max
-        ("img_a", "No finding", 14, "R1", "", "", "", ""), ("img_a", "No finding", 14, "R2", "", "", "", ""),
-        ("img_b", "No finding", 14, "R1", "", "", "", ""), ("img_b", "Nodule/Mass", 8, "R2", 10, 20, 40, 60),
-        ("img_b", "Aortic enlargement", 0, "R3", 100, 100, 150, 130),
-        ("img_c", "Pleural effusion", 10, "R1", 5, 5, 5, 50),  # degenerate: left out
-    ] + [(f"img_{k}", "No finding", 14, "R1", "", "", "", "") for k in range(10)]
-    pd.DataFrame(rows, columns=["image_id", "class_name", "class_id", "rad_id", "x_min", "y_min", "x_max", "y_max"]
-                 ).to_csv(tmp_path / "train.csv", index=False)
-    out = conv.convert_vindr(tmp_path / "train.csv", tmp_path / "out" / "labels.csv", image_dir=tmp_path / "vindr",
-                             verbose=False)
-    df = read_cxr_labels(out)
-    lab = df.drop_duplicates("path").set_index("patient_id").label
-    assert lab["img_a"] == 0 and lab["img_b"] == 1 and lab["img_c"] == 1 and len(lab) == 13
-    b = df[df.patient_id == "img_b"]
-    assert b[["box_x", "box_y", "box_w", "box_h"]].to_numpy().tolist() == [[10, 20, 30, 40], [100, 100, 50, 30]]
-    assert b.finding.tolist() == ["Nodule/Mass", "Aortic enlargement"]
-    assert df[df.patient_id == "img_c"].box_x.isna().all()
-    assert df.path.iloc[0] == "../vindr/train/img_a.dicom"
-    with pytest.raises(FileExistsError):
-        conv.convert_vindr(tmp_path / "train.csv", out, image_dir=tmp_path, verbose=False)
-    pd.DataFrame(rows, columns=["image_id", "class_name", "class_id", "rad_id", "x_min", "y_min", "x_max", "y_max"]
-                 ).drop(columns=["y_max"]).to_csv(tmp_path / "short.csv", index=False)
-    with pytest.raises(ValueError, match=r"short\.csv.*y_max"):
-        conv.convert_vindr(tmp_path / "short.csv", tmp_path / "o.csv", image_dir=tmp_path, verbose=False)
-
-
-def test_convert_vindr_without_class_id(tmp_path):
-    """The PhysioNet annotation files have class_name but no class_id."""
-    pd.DataFrame([("i1", "R8", "No finding", "", "", "", ""), ("i2", "R9", "Nodule/Mass", 1, 2, 11, 22)]
-                 + [(f"n{k}", "R8", "No finding", "", "", "", "") for k in range(8)],
-                 columns=["image_id", "rad_id", "class_name", "x_min", "y_min", "x_max", "y_max"]
-                 ).to_csv(tmp_path / "annotations_train.csv", index=False)
-    df = read_cxr_labels(conv.convert_vindr(tmp_path / "annotations_train.csv", tmp_path / "l.csv",
-                                            image_dir=tmp_path, verbose=False))
-    assert df.set_index("patient_id").label[["i1", "i2"]].tolist() == [0, 1]
-    assert df[df.patient_id == "i2"][["box_w", "box_h"]].to_numpy().tolist() == [[10, 20]]
-
-
-def test_command_lines(tmp_path, capsys):
+def test_command_line(tmp_path, capsys):
     syn.main(["--out", str(tmp_path / "s"), "--size", "smoke", "--set", "n_images=20", "--set", "noise=0.01"])
     assert json.loads((tmp_path / "s" / "manifest.json").read_text())["params"]["n_images"] == 20
     with pytest.raises(SystemExit) as e:
         syn.main(["--out", str(tmp_path / "s"), "--size", "smoke", "--set", "n_images=21"])
     assert e.value.code == 2 and "s holds a different" in capsys.readouterr().err
-    train = chexpert_csv(tmp_path / "c" / "train.csv", [(k, "Frontal", {"No Finding": "1.0"}) for k in range(10)])
-    conv.main(["chexpert", "--train-csv", str(train), "--out", str(tmp_path / "c.csv")])
-    assert len(read_cxr_labels(tmp_path / "c.csv")) == 10
-    with pytest.raises(SystemExit) as e:
-        conv.main(["chexpert", "--train-csv", str(train), "--out", str(tmp_path / "c.csv")])
-    assert e.value.code == 2 and "never overwrite" in capsys.readouterr().err
