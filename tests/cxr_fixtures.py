@@ -46,10 +46,10 @@ def vindr_line(image_id, class_name, class_id, rad, box=None) -> str:
 
 
 def write_dicom(path: Path, stored: np.ndarray, *, bits_stored=12, photometric="MONOCHROME2", signed=False,
-                rescale=None, window=None, voi_lut=None, voi_function=None, pixels=True) -> Path:
+                rescale=None, window=None, voi_lut=None, voi_function=None, pixels=True, lut_vr="US") -> Path:
     """A single-frame greyscale DICOM (explicit VR little endian) written with pydicom.
     stored: (H, W) stored values; rescale (slope, intercept); window (center, width);
-    voi_lut (first mapped value, bits per entry, table); pixels=False omits PixelData."""
+    voi_lut (first mapped value, bits per entry, table) stored as lut_vr US or OW; pixels=False omits PixelData."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.sequence import Sequence
@@ -76,7 +76,10 @@ def write_dicom(path: Path, stored: np.ndarray, *, bits_stored=12, photometric="
         first, bits, table = voi_lut
         item = pydicom.Dataset()
         item.LUTDescriptor = [len(table), first, bits]
-        item.LUTData = [int(v) for v in table]
+        if lut_vr == "US":
+            item.add_new(0x00283006, "US", [int(v) for v in table])
+        else:                                              # OW: raw little-endian 16-bit words
+            item.add_new(0x00283006, "OW", np.asarray(table, "<u2").tobytes())
         ds.VOILUTSequence = Sequence([item])
     if pixels:
         dtype = {(16, False): "<u2", (16, True): "<i2", (8, False): "u1", (8, True): "i1"}[(ds.BitsAllocated, signed)]
