@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .evaluate import localisation_metrics, predict, roc_auc, window_area_fraction
-from .recipes import IMAGE_SIZE, stern_model_kwargs, stern_stages
+from .recipes import IMAGE_SIZE, stern_config, stern_stages
 from .stern import STERN
-from .train import StageResult, train_stage
+from .train import StageResult, train_stages
 
 SPLITS = ("train", "val", "test")
 
@@ -37,9 +38,12 @@ def load_cxr_splits(labels_csv: str | Path, image_size=None) -> dict:
 
 
 def build_stern(size: str, variant: str = "bounded", seed: int = 0, **overrides) -> STERN:
-    """A freshly initialised STERN (or baseline) for a run size; the seed fixes the init."""
+    """A freshly initialised STERN (or baseline) for a run size; the seed fixes the init.
+
+    ``overrides`` replace fields of the size's :class:`~stkit.stern.STERNConfig`.
+    """
     torch.manual_seed(seed)
-    return STERN(**(stern_model_kwargs(size, variant) | overrides))
+    return STERN(replace(stern_config(size, variant), **overrides))
 
 
 def evaluate_stern(model: STERN, test_set, device="cpu") -> dict:
@@ -67,12 +71,11 @@ def evaluate_stern(model: STERN, test_set, device="cpu") -> dict:
     return out
 
 
-def train_variant(size: str, variant: str, splits: dict, run_dir: str | Path, seed: int = 0, device="cpu", progress: bool = True, **model_overrides):
-    """Build and train one variant through all its stages; returns (model, [StageResult])."""
+def train_variant(size: str, variant: str, splits: dict, run_dir: str | Path, seed: int = 0, device="cpu", progress: bool = True,
+                  **model_overrides) -> tuple[STERN, list[StageResult]]:
+    """Build and train one variant through all its stages (checkpoints in ``run_dir/<variant>``)."""
     model = build_stern(size, variant, seed, **model_overrides)
-    results: list[StageResult] = []
-    for stage in stern_stages(size, variant):
-        results.append(train_stage(model, splits["train"], splits["val"], stage, Path(run_dir) / variant, seed, device, progress))
+    results = train_stages(model, splits["train"], splits["val"], stern_stages(size, variant), Path(run_dir) / variant, seed, device, progress)
     return model, results
 
 
@@ -85,6 +88,6 @@ def run_stern(labels_csv: str | Path, run_dir: str | Path, size: str = "quick", 
         model, stages = train_variant(size, variant, splits, run_dir, seed, device, progress)
         ev = evaluate_stern(model, splits["test"], device)
         ev.pop("predictions")
-        results[variant] = ev | {"best_val_auc": [s.best_val_auc for s in stages], "seconds": time.perf_counter() - t0}
+        results[variant] = ev | {"best_val_auc": [s.best_score for s in stages], "seconds": time.perf_counter() - t0}
         (Path(run_dir) / "results.json").write_text(json.dumps(results, indent=2))  # after each variant
     return results

@@ -18,19 +18,24 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .stern import STERNConfig
+from .stn import STNConfig
 from .train import StageConfig
 
 VARIANTS = ("bounded", "faithful", "baseline")
 
-_MODEL = {
-    "smoke": dict(backbone="small", backbone_width=8, glimpse_size=(32, 32), loc_input_size=80, loc_pool=1, loc_width=4, source_size=64),
+MODELS = {
+    "smoke": STERNConfig(backbone="small", backbone_width=8, glimpse_size=(32, 32),
+                         stn=STNConfig(loc_input_size=80, loc_pool=1, loc_width=4, source_size=64)),
     # 256 px canvas: the localisation net and the glimpse both work from a 128 px antialiased
     # copy (twice the 64 px glimpse, so sampling never skips pixels).
-    "quick": dict(backbone="small", backbone_width=16, glimpse_size=(64, 64), loc_input_size=128, loc_pool=4, loc_width=8, source_size=128),
-    "paper": dict(backbone="vgg16", glimpse_size=None, loc_input_size=None, loc_pool=12, loc_width=16, source_size=None),
+    "quick": STERNConfig(backbone="small", backbone_width=16, glimpse_size=(64, 64),
+                         stn=STNConfig(loc_input_size=128, loc_pool=4, loc_width=8, source_size=128)),
+    # The official network: VGG16 on 256 px inputs, glimpse = input size, localisation net as released.
+    "paper": STERNConfig(backbone="vgg16", glimpse_size=None, stn=STNConfig(loc_pool=12, loc_width=16)),
 }
 
-_STAGES = {
+STAGES = {
     "smoke": [
         StageConfig("stage1", epochs=1, lr=2e-3, batch_size=16),
         StageConfig("stage2", epochs=1, lr=5e-4, batch_size=16, aspect_lambda=1.0),
@@ -49,25 +54,25 @@ _STAGES = {
 IMAGE_SIZE = {"smoke": None, "quick": None, "paper": 256}
 
 
-def stern_model_kwargs(size: str, variant: str = "bounded") -> dict:
-    """Keyword arguments of :class:`stkit.stern.STERN` for a run size and variant.
+def stern_config(size: str, variant: str = "bounded") -> STERNConfig:
+    """The :class:`~stkit.stern.STERNConfig` of a run size and variant.
 
     ``bounded``: the kit's default STN; ``faithful``: the official unconstrained theta and
     its (1, 0.1, 0, 0) start; ``baseline``: no STN, the classifier sees the whole image
     resized to the glimpse size.
     """
     _check(size, variant)
-    kw = dict(_MODEL[size])
+    cfg = MODELS[size]
     if variant == "baseline":
-        return {k: kw[k] for k in ("backbone", "backbone_width", "glimpse_size") if k in kw} | {"use_stn": False}
-    return kw | {"parameterisation": variant}
+        return replace(cfg, stn=None)
+    return replace(cfg, stn=replace(cfg.stn, parameterisation=variant))
 
 
 def stern_stages(size: str, variant: str = "bounded") -> list[StageConfig]:
     """The training stages for a size. The baseline has no window, so it gets only stage 1,
     lengthened by stage 2's epochs so that it trains for the same budget."""
     _check(size, variant)
-    stages = [replace(s) for s in _STAGES[size]]
+    stages = [replace(s) for s in STAGES[size]]
     if variant == "baseline":
         s1 = stages[0]
         return [replace(s1, epochs=sum(s.epochs for s in stages), stn_lr=None)]
@@ -77,7 +82,7 @@ def stern_stages(size: str, variant: str = "bounded") -> list[StageConfig]:
 
 
 def _check(size: str, variant: str) -> None:
-    if size not in _MODEL:
-        raise ValueError(f"run size must be one of {tuple(_MODEL)}, got {size!r}")
+    if size not in MODELS:
+        raise ValueError(f"run size must be one of {tuple(MODELS)}, got {size!r}")
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")

@@ -7,23 +7,24 @@ stage-2 aspect-ratio term needs no second STN pass (the official README runs one
 
 Backbones: ``vgg16`` (the paper's, last layer -> 1 logit), ``resnet18``, ``resnet50``,
 ``densenet121`` (torchvision, random init unless ``pretrained=True``), and ``small``, a
-four-block CNN sized for CPU runs of the synthetic data. ``use_stn=False`` gives the
+four-block CNN sized for CPU runs of the synthetic data. ``stn=None`` in the config gives the
 no-STN baseline: the whole image is resized to the glimpse size, so both models see the
 same number of pixels and spend the same classifier compute.
 
-The loss (``STERNLoss``) is BCE + lambda * mean(relu(sx/sy - Sf)); ``faithful=True``
+The loss (``STERNLoss``) is BCE + aspect_lambda * mean(relu(sx/sy - Sf)); ``faithful=True``
 computes it the official way (BCE on the sigmoid, unit-weight hinge).
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .stn import AttentionSTN
+from .stn import AttentionSTN, STNConfig
 
 BACKBONES = ("small", "vgg16", "resnet18", "resnet50", "densenet121")
 
@@ -108,31 +109,48 @@ class STERNOutput(NamedTuple):
     sy: torch.Tensor | None
 
 
-class STERN(nn.Module):
-    """STN + classifier. See the module docstring; STN arguments pass to :class:`AttentionSTN`."""
+@dataclass(frozen=True)
+class STERNConfig:
+    """Everything that defines a STERN (or no-STN baseline) network; checkpoints store it."""
 
-    def __init__(
-        self,
-        backbone: str = "vgg16",
-        in_channels: int = 1,
-        pretrained: bool = False,
-        use_stn: bool = True,
-        glimpse_size: tuple[int, int] | None = None,
-        backbone_width: int = 32,
-        backbone_pool: str = "max",
-        **stn_kwargs,
-    ):
+    backbone: str = "vgg16"  # classifier: one of BACKBONES ("vgg16" is the paper's)
+    in_channels: int = 1  # image channels (grey radiographs: 1; RGB networks repeat it)
+    pretrained: bool = False  # ImageNet weights for torchvision backbones (downloaded only when True)
+    glimpse_size: tuple[int, int] | None = None  # (h, w) the classifier sees; None: the input size
+    backbone_width: int = 32  # "small" backbone: channels of the first block
+    backbone_pool: str = "max"  # "small" backbone: "max", "avg" or "flatten" head
+    stn: STNConfig | None = STNConfig()  # the attention STN; None: the no-STN baseline
+
+    def __post_init__(self):
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.glimpse_size is not None:
+            object.__setattr__(self, "glimpse_size", tuple(self.glimpse_size))
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (what a checkpoint stores)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "STERNConfig":
+        d = dict(d)
+        if d.get("stn") is not None:
+            d["stn"] = STNConfig(**d["stn"])
+        return cls(**d)
+
+
+class STERN(nn.Module):
+    """STN + classifier, built from a :class:`STERNConfig` (see the module docstring)."""
+
+    def __init__(self, cfg: STERNConfig = STERNConfig()):
         super().__init__()
-        # every constructor argument: checkpoints compare it before resuming
-        self.config = dict(backbone=backbone, in_channels=in_channels, pretrained=pretrained, use_stn=use_stn,
-                           glimpse_size=list(glimpse_size) if glimpse_size is not None else None,
-                           backbone_width=backbone_width, backbone_pool=backbone_pool, **stn_kwargs)
-        self.use_stn = use_stn
-        self.glimpse_size = tuple(glimpse_size) if glimpse_size is not None else None
-        self.stn = AttentionSTN(in_channels, glimpse_size=glimpse_size, **stn_kwargs) if use_stn else None
-        if not use_stn and stn_kwargs:
-            raise ValueError(f"STN options given to a model without STN: {sorted(stn_kwargs)}")
-        self.classifier = Backbone(backbone, in_channels, pretrained, backbone_width, backbone_pool)
+        if not isinstance(cfg, STERNConfig):
+            raise TypeError(f"STERN takes a STERNConfig, got {type(cfg).__name__}")
+        self.config = cfg
+        self.use_stn = cfg.stn is not None
+        self.glimpse_size = cfg.glimpse_size
+        self.stn = AttentionSTN(cfg.stn, cfg.in_channels, cfg.glimpse_size) if self.use_stn else None
+        self.classifier = Backbone(cfg.backbone, cfg.in_channels, cfg.pretrained, cfg.backbone_width, cfg.backbone_pool)
 
     def forward(self, x: torch.Tensor) -> STERNOutput:
         if x.ndim != 4:
@@ -146,18 +164,18 @@ class STERN(nn.Module):
 
 # ----------------------------------------------------------------------------- loss
 class STERNLoss(nn.Module):
-    """BCE plus the stage-2 aspect-ratio hinge: BCE + lam * mean(relu(sx/sy - sf)).
+    """BCE plus the stage-2 aspect-ratio hinge: BCE + aspect_lambda * mean(relu(sx/sy - sf)).
 
-    ``lam=0`` is stage 1 (plain BCE). The default computes BCE from logits (stable for
-    confident predictions). ``faithful=True`` reproduces the official loss.py: BCELoss on
-    sigmoid probabilities plus the hinge with weight 1 (``lam`` must then be 0 or 1).
+    ``aspect_lambda=0`` is stage 1 (plain BCE). The default computes BCE from logits (stable
+    for confident predictions). ``faithful=True`` reproduces the official loss.py: BCELoss on
+    sigmoid probabilities plus the hinge with weight 1 (``aspect_lambda`` must then be 0 or 1).
     """
 
-    def __init__(self, lam: float = 0.0, sf: float = 1.25, faithful: bool = False):
+    def __init__(self, aspect_lambda: float = 0.0, sf: float = 1.25, faithful: bool = False):
         super().__init__()
-        if faithful and lam not in (0.0, 1.0):
-            raise ValueError("the official loss has no weight on the aspect term: use lam=0 (stage 1) or 1 (stage 2)")
-        self.lam, self.sf, self.faithful = float(lam), float(sf), faithful
+        if faithful and aspect_lambda not in (0.0, 1.0):
+            raise ValueError("the official loss has no weight on the aspect term: use aspect_lambda=0 (stage 1) or 1 (stage 2)")
+        self.aspect_lambda, self.sf, self.faithful = float(aspect_lambda), float(sf), faithful
 
     def aspect_term(self, aspect: torch.Tensor) -> torch.Tensor:
         return F.relu(aspect - self.sf).mean()
@@ -168,8 +186,8 @@ class STERNLoss(nn.Module):
             bce = F.binary_cross_entropy(torch.sigmoid(logit), target)
         else:
             bce = F.binary_cross_entropy_with_logits(logit, target)
-        if self.lam == 0.0:
+        if self.aspect_lambda == 0.0:
             return bce
         if aspect is None:
-            raise ValueError("the aspect-ratio term needs the STN's sx/sy (a model with use_stn=True)")
-        return bce + self.lam * self.aspect_term(aspect)
+            raise ValueError("the aspect-ratio term needs the STN's sx/sy (a model with an STN)")
+        return bce + self.aspect_lambda * self.aspect_term(aspect)

@@ -28,6 +28,7 @@ behind it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -146,58 +147,59 @@ class STNOutput(NamedTuple):
     sy: torch.Tensor  # (B,)
 
 
+@dataclass(frozen=True)
+class STNConfig:
+    """Settings of :class:`AttentionSTN` (the image channels and glimpse size are the caller's)."""
+
+    parameterisation: str = "bounded"  # "bounded" (the kit's default) or "faithful" (official raw theta)
+    s_min: float = 0.2  # bounded: smallest scale, i.e. the window spans at least 20 % of a side
+    init_scale: float = 0.95  # bounded: starting scale (close to 1 = nearly the whole image)
+    loc_input_size: int | None = None  # the localisation net sees the image resized to this square; None: raw
+    loc_pool: int = 12  # localisation net: adaptive pool before the regressor (official: 12)
+    loc_width: int = 16  # localisation net: channels of the first conv block (official: 16)
+    source_size: int | None = None  # sample the glimpse from an antialiased copy of this size; None: raw
+
+    def __post_init__(self):
+        if self.parameterisation not in PARAMETERISATIONS:
+            raise ValueError(f"parameterisation must be one of {PARAMETERISATIONS}, got {self.parameterisation!r}")
+        if not 0 < self.s_min < self.init_scale < 1:
+            raise ValueError(f"need 0 < s_min < init_scale < 1, got s_min={self.s_min}, init_scale={self.init_scale}")
+        if self.loc_input_size is not None and self.loc_input_size < LocalisationNet.min_input_size():
+            raise ValueError(f"loc_input_size must be >= {LocalisationNet.min_input_size()}, got {self.loc_input_size}")
+
+
 class AttentionSTN(nn.Module):
     """Scale + translation spatial transformer (the "where to look" half of STERN).
 
     Args:
+        cfg: the parameterisation and localisation-net settings (:class:`STNConfig`).
         in_channels: image channels.
-        parameterisation: ``"bounded"`` (default) or ``"faithful"`` (see module docstring).
-        s_min: smallest scale in bounded mode (0.2 = the window is at least 20 % of a side).
-        init_scale: bounded mode's starting scale (close to 1 = nearly the whole image).
         glimpse_size: (h, w) of the sampled crop; None keeps the input size.
-        loc_input_size: the localisation net sees the image resized to this square size
-            (None: the raw image, as the official code). Finding a thorax needs no detail,
-            so a small size saves most of the compute on a CPU.
-        loc_pool, loc_width: localisation-net size (official: 12, 16).
-        source_size: sample the glimpse from the image resized (antialiased) to this square
-            size (None: from the raw image, as the official code). Bilinear sampling at a
-            stride of several pixels aliases: small lesions fall between samples. With a
-            source of twice the glimpse size the stride stays at most 2 for any window.
+
+    Why a smaller localisation input and a resized source: finding a thorax needs no
+    detail, so a small ``loc_input_size`` saves most of the compute on a CPU; and
+    bilinear sampling at a stride of several pixels aliases (small lesions fall between
+    samples), so with a ``source_size`` of twice the glimpse size the stride stays at
+    most 2 for any window.
     """
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        parameterisation: str = "bounded",
-        s_min: float = 0.2,
-        init_scale: float = 0.95,
-        glimpse_size: tuple[int, int] | None = None,
-        loc_input_size: int | None = None,
-        loc_pool: int = 12,
-        loc_width: int = 16,
-        source_size: int | None = None,
-    ):
+    def __init__(self, cfg: STNConfig = STNConfig(), in_channels: int = 1, glimpse_size: tuple[int, int] | None = None):
         super().__init__()
-        if parameterisation not in PARAMETERISATIONS:
-            raise ValueError(f"parameterisation must be one of {PARAMETERISATIONS}, got {parameterisation!r}")
-        if not 0 < s_min < init_scale < 1:
-            raise ValueError(f"need 0 < s_min < init_scale < 1, got s_min={s_min}, init_scale={init_scale}")
-        if loc_input_size is not None and loc_input_size < LocalisationNet.min_input_size():
-            raise ValueError(f"loc_input_size must be >= {LocalisationNet.min_input_size()}, got {loc_input_size}")
-        self.parameterisation = parameterisation
-        self.s_min = s_min
+        if not isinstance(cfg, STNConfig):
+            raise TypeError(f"AttentionSTN takes an STNConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.parameterisation, self.s_min = cfg.parameterisation, cfg.s_min
         self.glimpse_size = tuple(glimpse_size) if glimpse_size is not None else None
-        self.loc_input_size = loc_input_size
-        self.source_size = source_size
-        # faithful: PyTorch's default init, as the official code
-        self.loc = LocalisationNet(in_channels, pool=loc_pool, width=loc_width, init="default" if parameterisation == "faithful" else "kaiming")
+        self.loc_input_size, self.source_size = cfg.loc_input_size, cfg.source_size
+        faithful = cfg.parameterisation == "faithful"  # faithful: PyTorch's default init, as the official code
+        self.loc = LocalisationNet(in_channels, pool=cfg.loc_pool, width=cfg.loc_width, init="default" if faithful else "kaiming")
         last = self.loc.regressor[-1]
         nn.init.zeros_(last.weight)
         with torch.no_grad():
-            if parameterisation == "faithful":
+            if faithful:
                 last.bias.copy_(torch.tensor([1.0, 0.1, 0.0, 0.0]))
             else:  # sigmoid^-1 of the starting scale, no translation
-                a = math.log((init_scale - s_min) / (1 - init_scale))
+                a = math.log((cfg.init_scale - cfg.s_min) / (1 - cfg.init_scale))
                 last.bias.copy_(torch.tensor([a, a, 0.0, 0.0]))
 
     def window(self, raw: torch.Tensor) -> torch.Tensor:

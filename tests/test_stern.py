@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stkit.stern import STERN, STERNLoss, Backbone
-from stkit.stn import AttentionSTN, LocalisationNet, glimpse, pixels_to_theta, theta_from_window, window_from_theta, window_to_pixels
+from stkit.stern import STERN, STERNConfig, STERNLoss, Backbone
+from stkit.stn import AttentionSTN, LocalisationNet, STNConfig, glimpse, pixels_to_theta, theta_from_window, window_from_theta, window_to_pixels
 
 
 def test_window_theta_round_trip():
@@ -33,7 +33,7 @@ def test_glimpse_of_integer_window_equals_crop():
 
 
 def test_bounded_window_stays_inside_image_for_any_regressor_output():
-    stn = AttentionSTN(1, "bounded", s_min=0.2)
+    stn = AttentionSTN(STNConfig("bounded", s_min=0.2))
     raw = torch.randn(1000, 4) * 20
     sx, sy, tx, ty = stn.window(raw).unbind(1)
     for s, t in ((sx, tx), (sy, ty)):
@@ -43,10 +43,10 @@ def test_bounded_window_stays_inside_image_for_any_regressor_output():
 
 def test_initial_windows():
     x = torch.rand(3, 1, 128, 128)
-    bounded = AttentionSTN(1, "bounded", init_scale=0.95, loc_input_size=80, loc_pool=1)(x)
+    bounded = AttentionSTN(STNConfig("bounded", init_scale=0.95, loc_input_size=80, loc_pool=1))(x)
     assert torch.allclose(bounded.sx, torch.full((3,), 0.95)) and torch.allclose(bounded.aspect, torch.ones(3))
     assert torch.allclose(bounded.theta[:, :, 2], torch.zeros(3, 2))
-    faithful = AttentionSTN(1, "faithful", loc_input_size=80, loc_pool=1)(x)
+    faithful = AttentionSTN(STNConfig("faithful", loc_input_size=80, loc_pool=1))(x)
     assert torch.allclose(window_from_theta(faithful.theta), torch.tensor([[1.0, 0.1, 0.0, 0.0]] * 3))
     assert torch.allclose(faithful.aspect, torch.full((3,), 10.0))
 
@@ -61,7 +61,7 @@ def test_faithful_localisation_net_matches_official_size():
 
 @pytest.mark.parametrize("size", [(96, 96), (130, 200)])
 def test_stern_forward_any_input_size(size):
-    m = STERN("small", backbone_width=8, glimpse_size=(32, 32), loc_input_size=80, loc_pool=1, loc_width=4)
+    m = STERN(STERNConfig("small", backbone_width=8, glimpse_size=(32, 32), stn=STNConfig(loc_input_size=80, loc_pool=1, loc_width=4)))
     out = m(torch.rand(2, 1, *size))
     assert out.logit.shape == (2,) and out.glimpse.shape == (2, 1, 32, 32)
     assert out.theta.shape == (2, 2, 3) and torch.allclose(out.aspect, out.sx / out.sy)
@@ -70,7 +70,7 @@ def test_stern_forward_any_input_size(size):
 
 
 def test_baseline_sees_the_resized_image():
-    m = STERN("small", backbone_width=8, use_stn=False, glimpse_size=(32, 32))
+    m = STERN(STERNConfig("small", backbone_width=8, glimpse_size=(32, 32), stn=None))
     x = torch.rand(2, 1, 64, 64)
     out = m(x)
     assert out.theta is None and out.aspect is None
@@ -78,13 +78,27 @@ def test_baseline_sees_the_resized_image():
 
 
 def test_grey_images_into_rgb_backbone():
-    b = Backbone("resnet18", in_channels=1)
-    assert b(torch.rand(2, 1, 64, 64)).shape == (2,)
+    # A grey image must reach the RGB network as three identical channels, nothing else.
+    torch.manual_seed(0)
+    b = Backbone("resnet18", in_channels=1).eval()
+    x = torch.rand(2, 1, 64, 64)
+    out = b(x)
+    assert out.shape == (2,)
+    assert torch.equal(out, b.net(x.repeat(1, 3, 1, 1)).squeeze(1))
+    assert not torch.allclose(out, b.net(torch.cat([x, x, torch.zeros_like(x)], 1)).squeeze(1))
 
 
-def test_stn_options_without_stn_are_rejected():
+def test_configs_are_checked_and_round_trip():
+    with pytest.raises(ValueError, match="backbone"):
+        STERNConfig("alexnet")
     with pytest.raises(ValueError, match="s_min"):
-        STERN("small", use_stn=False, s_min=0.3)
+        STNConfig(s_min=0.99)
+    with pytest.raises(TypeError, match="STERNConfig"):
+        STERN("small")
+    cfg = STERNConfig("small", glimpse_size=[32, 32], stn=STNConfig("faithful", loc_pool=2))
+    assert cfg.glimpse_size == (32, 32)
+    assert STERNConfig.from_dict(cfg.to_dict()) == cfg
+    assert STERNConfig.from_dict(STERNConfig(stn=None).to_dict()).stn is None
 
 
 def test_loss_faithful_equals_improved_on_random_inputs():
@@ -94,8 +108,8 @@ def test_loss_faithful_equals_improved_on_random_inputs():
         y = (torch.rand(64, generator=g) > 0.5).double()
         aspect = torch.rand(64, generator=g, dtype=torch.float64) * 3
         official = F.binary_cross_entropy(torch.sigmoid(logit), y) + torch.clamp(aspect - 1.25, min=0).mean()
-        ours = STERNLoss(lam=1.0, sf=1.25)(logit, y, aspect)
-        faithful = STERNLoss(lam=1.0, sf=1.25, faithful=True)(logit, y, aspect)
+        ours = STERNLoss(aspect_lambda=1.0, sf=1.25)(logit, y, aspect)
+        faithful = STERNLoss(aspect_lambda=1.0, sf=1.25, faithful=True)(logit, y, aspect)
         assert torch.allclose(faithful, official, rtol=0, atol=1e-12)
         assert torch.allclose(ours, official, rtol=1e-9, atol=1e-9)
 
@@ -109,9 +123,9 @@ def test_loss_improved_is_finite_where_faithful_saturates():
 
 def test_stage2_loss_needs_aspect():
     with pytest.raises(ValueError, match="aspect"):
-        STERNLoss(lam=1.0)(torch.zeros(2), torch.zeros(2), None)
-    with pytest.raises(ValueError, match="lam=0"):
-        STERNLoss(lam=0.5, faithful=True)
+        STERNLoss(aspect_lambda=1.0)(torch.zeros(2), torch.zeros(2), None)
+    with pytest.raises(ValueError, match="aspect_lambda=0"):
+        STERNLoss(aspect_lambda=0.5, faithful=True)
 
 
 def test_localisation_features_differ_between_images():
@@ -126,7 +140,7 @@ def test_localisation_features_differ_between_images():
         hidden = net.regressor[:2](net.pool(net.features(x)).flatten(1))
         spread[init] = hidden.std(0).mean().item()
     assert spread["kaiming"] > 10 * spread["default"]
-    assert AttentionSTN(1, "faithful").loc.features[0].bias.abs().sum() > 0  # default init: non-zero conv bias
+    assert AttentionSTN(STNConfig("faithful")).loc.features[0].bias.abs().sum() > 0  # default init: non-zero conv bias
 
 
 def test_pretrained_weights_offline_error_is_clear(monkeypatch):
