@@ -1,0 +1,136 @@
+"""COCO AP / AP50 / AP75 of STNet with pycocotools, under the two protocols of the papers.
+
+* "all frames" (``val_*``, CVA-Net's protocol): every validation frame is scored.
+* "key frames" (``key_*``, the released STNet test): only the key frames of the
+  encoder-feature-shuffle sweep are scored (about one in ``cfg.shuffle_frames``).
+
+    metrics = evaluate_detector(model, val_set)   # val_ap.., key_ap.., fps_shuffle, fps_per_frame
+
+``val_set`` enumerates every frame as a key frame (the clip dataset with key stride 1).
+The shuffle sweep decodes K frames per encoder pass from the keys with index % K ==
+(K-1)//2 (so with K=3 the triplets (0,1,2), (3,4,5), ... are covered) plus any frame left
+uncovered at a video's end; both AP protocols use those shuffle predictions. Frame-by-frame
+inference runs in the same call, for speed (and for its own all-frames AP when it covers
+every item). Ground truth is scaled from the transformed frame to the original size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+
+import torch
+
+from .inference import predict_clip
+from .postprocess import to_coco
+
+__all__ = ["coco_eval", "coco_ground_truth", "evaluate_detector", "single_batch"]
+
+
+def coco_ground_truth(frames: dict) -> dict:
+    """{image_id: (orig (h, w), boxes xyxy px (n, 4), labels (n,))} -> a COCO dataset dict."""
+    images, anns = [], []
+    for image_id, ((h, w), boxes, labels) in sorted(frames.items()):
+        images.append({"id": int(image_id), "height": int(h), "width": int(w)})
+        for b, lab in zip(boxes.tolist(), labels.tolist()):
+            bw, bh = b[2] - b[0], b[3] - b[1]
+            anns.append({"id": len(anns) + 1, "image_id": int(image_id), "category_id": int(lab),
+                         "bbox": [b[0], b[1], bw, bh], "area": bw * bh, "iscrowd": 0})
+    return {"images": images, "annotations": anns,
+            "categories": [{"id": 1, "name": "benign"}, {"id": 2, "name": "malignant"}]}
+
+
+def coco_eval(gt: dict, dets: list[dict], image_ids=None) -> dict:
+    """AP, AP50, AP75 (pycocotools bbox) of COCO result rows on ``image_ids`` (default all)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    ids = sorted(int(i) for i in (image_ids if image_ids is not None else [im["id"] for im in gt["images"]]))
+    dets = [d for d in dets if d["image_id"] in set(ids)]
+    if not dets:
+        return {"ap": 0.0, "ap50": 0.0, "ap75": 0.0}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {k: list(v) for k, v in gt.items()}
+        coco.createIndex()
+        E = COCOeval(coco, coco.loadRes(dets), "bbox")
+        E.params.imgIds = ids
+        E.evaluate()
+        E.accumulate()
+        E.summarize()
+    s = [float(v) if v >= 0 else float("nan") for v in E.stats[:3]]
+    return {"ap": s[0], "ap50": s[1], "ap75": s[2]}
+
+
+def single_batch(item: dict) -> dict:
+    """One dataset item as a batch of one clip (no padding)."""
+    frames = item["frames"][None]
+    return {"frames": frames, "mask": torch.zeros(frames.shape[:2] + frames.shape[3:], dtype=torch.bool),
+            "targets": [item["targets"]], "video": [item["video"]], "key_index": [item["key_index"]]}
+
+
+def _gt_entry(t: dict):
+    h, w = (int(v) for v in t["size"])
+    oh, ow = (int(v) for v in t.get("orig_size", t["size"]))
+    scale = torch.tensor([ow / w, oh / h, ow / w, oh / h])
+    return (oh, ow), t["boxes"].float() * scale, t["labels"]
+
+
+def _timed(model, batch, mode):
+    t0 = time.perf_counter()
+    preds = predict_clip(model, batch, mode)
+    return preds, time.perf_counter() - t0
+
+
+@torch.no_grad()
+def evaluate_detector(model, dataset, per_frame_items: int | None = None, progress: bool = False) -> dict:
+    """Metrics of ``model`` on ``dataset`` (every frame a key frame); see the module docstring.
+
+    per_frame_items: run frame-by-frame inference on this many items only (timing);
+    None runs it on all items and adds ``per_frame_ap``/``_ap50``/``_ap75`` (all frames).
+    """
+    model.eval()
+    K = model.cfg.shuffle_frames
+    gt, where, shuffle_preds, per_frame_preds, keys = {}, {}, {}, [], set()
+    t_shuffle = t_frame = 0.0
+    n_frame = 0
+    rng = range(len(dataset))
+    if progress:
+        from tqdm.auto import tqdm
+        rng = tqdm(rng, desc="evaluate")
+    for i in rng:
+        item = dataset[i]
+        key = item["targets"][0]
+        gt[int(key["image_id"])] = _gt_entry(key)
+        where[int(key["image_id"])] = i
+        batch = single_batch(item)
+        if int(item["key_index"]) % K == (K - 1) // 2:
+            preds, dt = _timed(model, batch, "shuffle")
+            t_shuffle += dt
+            keys.add(int(key["image_id"]))
+            for p in (p for p in preds if p["image_id"] >= 0):  # -1: frame not in the JSON
+                shuffle_preds.setdefault(p["image_id"], p)
+                gt.setdefault(p["image_id"], _gt_entry(item["targets"][p["frame"]]))
+        if per_frame_items is None or n_frame < per_frame_items:
+            preds, dt = _timed(model, batch, "per_frame")
+            t_frame, n_frame = t_frame + dt, n_frame + 1
+            per_frame_preds += preds
+    for image_id in sorted(set(gt) - set(shuffle_preds)):  # a video's last frames
+        preds, dt = _timed(model, single_batch(dataset[where[image_id]]), "shuffle")
+        t_shuffle += dt
+        keys.add(image_id)
+        for p in (p for p in preds if p["image_id"] >= 0):
+            shuffle_preds.setdefault(p["image_id"], p)
+    coco_gt = coco_ground_truth(gt)
+    rows = to_coco([shuffle_preds[i] for i in gt], list(gt))
+    all_frames, key_frames = coco_eval(coco_gt, rows), coco_eval(coco_gt, rows, sorted(keys))
+    out = {f"val_{k}": v for k, v in all_frames.items()}          # protocol: all frames
+    out.update({f"key_{k}": v for k, v in key_frames.items()})    # protocol: key frames only
+    out.update(n_frames=len(gt), n_key_frames=len(keys),
+               fps_shuffle=len(gt) / max(t_shuffle, 1e-9), fps_per_frame=n_frame / max(t_frame, 1e-9))
+    if per_frame_items is None:
+        ids = [p["image_id"] for p in per_frame_preds]
+        pf = coco_eval(coco_gt, to_coco(per_frame_preds, ids), ids)
+        out.update({f"per_frame_{k}": v for k, v in pf.items()})  # all frames, no shuffle
+    return out
