@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .csvtools import no_patient_in_two, not_blank, numbers, one_of, read_source, rel, split_patients, write_labels
+from .csvtools import fail_at, no_patient_in_two, not_blank, numbers, one_of, read_source, rel_many, split_patients, write_labels
 from stkit.data.cxr_labels import BOX
 
 PATHOLOGIES = [  # the 14 observations minus "No Finding" and "Support Devices"
@@ -79,6 +79,7 @@ def convert_chexpert(train_csv, out_csv, *, valid_csv=None, image_root=None, unc
     for name, src in parts:
         df = read_source(src, need, f"CheXpert {name}")
         not_blank(df, ["Path"], src)
+        fail_at(src, df.Path.duplicated(), df, "Path", "is listed twice")
         one_of(df, "Frontal/Lateral", src, VIEWS)
         frontal = df["Frontal/Lateral"] == "Frontal"
         notes.append(f"{src}: {int((~frontal).sum())} lateral images left out")
@@ -89,7 +90,7 @@ def convert_chexpert(train_csv, out_csv, *, valid_csv=None, image_root=None, unc
             raise ValueError(f"{src}, line {i}, column 'Path': no patient id (patientNNNNN) in {df.at[i, 'Path']!r}")
         label = _labels(df, src, uncertain, unlabelled, notes)
         keep = label.notna()
-        frames.append(pd.DataFrame({"path": [rel(root / p, Path(out_csv)) for p in df.Path[keep]],
+        frames.append(pd.DataFrame({"path": rel_many(root, df.Path[keep], out_csv),
                                     "label": label[keep].astype(int).to_numpy(),
                                     "patient_id": pid[keep].to_numpy(), "source": name}))
     rows = pd.concat(frames, ignore_index=True)

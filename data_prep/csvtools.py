@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 from pathlib import Path
 
 import numpy as np
@@ -89,11 +90,18 @@ def no_patient_in_two(sources: dict):
 
 def rel(image_path, out_csv: Path) -> str:
     """Image path as the label CSV will hold it: relative to the CSV's folder."""
-    a = os.path.abspath(image_path)
+    return rel_many(Path(image_path).parent, [Path(image_path).name], out_csv)[0]
+
+
+def rel_many(base, names, out_csv: Path) -> list:
+    """Paths base/name (names relative to base, "/"-separated) as the label CSV will hold
+    them: relative to the CSV's folder. One relpath for all: 200,000 names take 0.1 s."""
+    a = os.path.abspath(base)
     try:
-        return Path(os.path.relpath(a, os.path.abspath(Path(out_csv).parent))).as_posix()
+        prefix = Path(os.path.relpath(a, os.path.abspath(Path(out_csv).parent))).as_posix()
     except ValueError:                                   # another drive (Windows): keep absolute
-        return Path(a).as_posix()
+        prefix = Path(a).as_posix()
+    return [posixpath.normpath(posixpath.join(prefix, n)) for n in names]
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:

@@ -20,7 +20,7 @@ import pandas as pd
 from stkit.data.cxr_labels import BOX
 from stkit.data.images import image_size
 
-from .csvtools import fail_at, no_patient_in_two, not_blank, numbers, one_of, read_source, rel, split_patients, write_labels
+from .csvtools import fail_at, no_patient_in_two, not_blank, numbers, one_of, read_source, rel_many, split_patients, write_labels
 
 FINDINGS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",
             "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax")
@@ -34,13 +34,15 @@ NAME = re.compile(r"(\d{8})_(\d{3})\.png")
 
 
 def _find_images(image_dir: Path, names) -> tuple[dict, int]:
-    """name -> file under image_dir (directly, or in the release's images_*/images/ folders)."""
-    found = {n: image_dir / n for n in names if (image_dir / n).is_file()}
+    """name -> path relative to image_dir ("/"-separated) of the file, found directly in
+    image_dir or in its subfolders (the release's images_*/images/); and how many are missing."""
+    found = {n: n for n in names if (image_dir / n).is_file()}
     if len(found) < len(names) and image_dir.is_dir():
         wanted = set(names) - set(found)
         for folder, _, files in os.walk(image_dir):
+            sub = Path(os.path.relpath(folder, image_dir)).as_posix()
             for f in wanted.intersection(files):
-                found[f] = Path(folder) / f
+                found[f] = f if sub == "." else f"{sub}/{f}"
     return found, len(names) - len(found)
 
 
@@ -92,7 +94,7 @@ def _split(df, src, train_val_list, test_list, val_fraction, test_fraction, seed
     return {**split_patients(tv_pat, {"val": val_fraction, "train": 1.0}, seed), **dict.fromkeys(test_pat, "test")}
 
 
-def read_bboxes(bsrc, entries: pd.DataFrame, src, found: dict, notes: list) -> pd.DataFrame:
+def read_bboxes(bsrc, entries: pd.DataFrame, src, image_dir: Path, found: dict, notes: list) -> pd.DataFrame:
     """BBox_List_2017.csv -> name, finding (Data_Entry spelling), box_x..box_h, checked."""
     bb = read_source(bsrc, ["Image Index", "Finding Label", *BBOX_COLS], "ChestX-ray14 BBox_List_2017.csv")
     for c in bb.columns:
@@ -109,7 +111,7 @@ def read_bboxes(bsrc, entries: pd.DataFrame, src, found: dict, notes: list) -> p
     fail_at(bsrc, h <= 0, bb, "h]", "is not a positive height")
     fail_at(bsrc, x < -1, bb, "Bbox [x", "lies left of the image")
     fail_at(bsrc, y < -1, bb, "y", "lies above the image")
-    size = {n: image_size(found[n]) if n in found else RELEASE_SIZE for n in set(bb["Image Index"])}
+    size = {n: image_size(image_dir / found[n]) if n in found else RELEASE_SIZE for n in set(bb["Image Index"])}
     H, W = (bb["Image Index"].map(lambda n: size[n][k]) for k in (0, 1))
     fail_at(bsrc, x + w > W + 1, bb, "w", "takes the box past the image's right edge (x + w > image width)")
     fail_at(bsrc, y + h > H + 1, bb, "h]", "takes the box past the image's bottom edge (y + h > image height)")
@@ -149,7 +151,7 @@ def convert_nih(data_entry_csv, out_csv, *, image_dir, bbox_csv=None, train_val_
     found, n_missing = _find_images(image_dir, names)
     if n_missing:
         notes.append(f"{n_missing} of {len(names)} images not found under {image_dir} (paths kept as {image_dir}/<name>)")
-    base = pd.DataFrame({"path": [rel(found.get(n, image_dir / n), Path(out_csv)) for n in names],
+    base = pd.DataFrame({"path": rel_many(image_dir, [found.get(n, n) for n in names], out_csv),
                          "label": (df["Finding Labels"] != NO_FINDING).astype(int).to_numpy(),
                          "patient_id": df.patient.to_numpy(), "split": df.patient.map(split).to_numpy(),
                          "finding": "", "name": names})
@@ -157,7 +159,7 @@ def convert_nih(data_entry_csv, out_csv, *, image_dir, bbox_csv=None, train_val_
         base[c] = np.nan
     rows = base
     if bbox_csv is not None:
-        boxes = read_bboxes(Path(bbox_csv), df, src, found, notes)
+        boxes = read_bboxes(Path(bbox_csv), df, src, image_dir, found, notes)
         has = base.name.isin(set(boxes.name))
         boxed = base[has].drop(columns=["finding", *BOX]).merge(boxes, on="name")
         rows = pd.concat([base[~has], boxed], ignore_index=True)

@@ -17,7 +17,7 @@ import pandas as pd
 from stkit.data.images import image_size
 
 from .boxfusion import FusionConfig, fuse
-from .csvtools import fail_at, no_patient_in_two, not_blank, numbers, read_source, rel, split_patients, write_labels
+from .csvtools import fail_at, no_patient_in_two, not_blank, numbers, read_source, rel_many, split_patients, write_labels
 
 CLASSES = ("Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Consolidation", "ILD",
            "Infiltration", "Lung Opacity", "Nodule/Mass", "Other lesion", "Pleural effusion",
@@ -80,14 +80,17 @@ def _boxes(df, finding, src, folder: Path, mode: str, cfg: FusionConfig, notes: 
     for c, bad in (("x_min", b.x0 < -1), ("y_min", b.y0 < -1), ("x_max", b.x1 > W + 1), ("y_max", b.y1 > H + 1)):
         fail_at(src, bad, b, c, "lies outside the image (DICOM Rows x Columns "
                 f"{H[bad].iloc[0] if bad.any() else 0:g} x {W[bad].iloc[0] if bad.any() else 0:g})")
+    b = b.sort_values("image_id", key=lambda s: s.map({i: k for k, i in enumerate(dict.fromkeys(s))}), kind="stable")
+    ids, boxes = b.image_id.to_numpy(), b[["x0", "y0", "x1", "y1"]].to_numpy()      # (B, 4)
+    names, rads = b.class_name.tolist(), b.rad_id.tolist()
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1], True])                # image boundaries
     out = []
-    for image_id, g in b.groupby("image_id", sort=False):
-        boxes = g[["x0", "y0", "x1", "y1"]].to_numpy()
+    for s, e in zip(starts[:-1], starts[1:]):
         if mode == "all":
-            kept = [{"box": bx, "finding": f, "readers": [r]} for bx, f, r in zip(boxes, g.class_name, g.rad_id)]
+            kept = [{"box": boxes[k], "finding": names[k], "readers": [rads[k]]} for k in range(s, e)]
         else:
-            kept = fuse(boxes, g.rad_id.tolist(), g.class_name.tolist(), cfg)
-        out += [(image_id, k["box"][0], k["box"][1], k["box"][2] - k["box"][0], k["box"][3] - k["box"][1],
+            kept = fuse(boxes[s:e], rads[s:e], names[s:e], cfg)
+        out += [(ids[s], k["box"][0], k["box"][1], k["box"][2] - k["box"][0], k["box"][3] - k["box"][1],
                  k["finding"], ";".join(k["readers"]), len(k["readers"])) for k in kept]
     if mode == "merged":
         notes.append(f"{src}: {len(b)} finding boxes of {b.image_id.nunique()} images merged into {len(out)} "
@@ -113,7 +116,7 @@ def _convert_part(src, folder: Path, out_csv, mode, cfg, notes) -> pd.DataFrame:
     order = {i: k for k, i in enumerate(abnormal.index)}
     img = img.sort_values("image_id", key=lambda s: s.map(order), kind="stable")
     img["label"] = img.image_id.map(abnormal).astype(int)
-    img["path"] = [rel(folder / f"{i}.dicom", Path(out_csv)) for i in img.image_id]
+    img["path"] = rel_many(folder, img.image_id + ".dicom", out_csv)
     return img
 
 

@@ -58,7 +58,7 @@ def read_text_csv(path, what: str, empty_hint: str = "") -> pd.DataFrame:
                     raise ValueError(f"{path}, line {start}: {len(fields)} fields where the header has "
                                      f"{len(header)} ({', '.join(header)}); a row cut short or with "
                                      "extra commas")
-                rows.append(fields)
+                rows.append([c.strip() for c in fields])
                 lines.append(start)
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: the {what} is not UTF-8 text ({e})") from e
@@ -69,8 +69,7 @@ def read_text_csv(path, what: str, empty_hint: str = "") -> pd.DataFrame:
     dup = sorted({c for c in header if header.count(c) > 1})
     if dup:
         raise ValueError(f"{path}: the {what} names column(s) {dup} more than once")
-    df = pd.DataFrame(rows, columns=header, index=pd.Index(lines, name="line"), dtype=object)
-    return df.apply(lambda col: col.str.strip()) if len(df) else df
+    return pd.DataFrame(rows, columns=header, index=pd.Index(lines, name="line"), dtype=object)
 
 
 def first_bad(mask: pd.Series):
