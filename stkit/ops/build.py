@@ -31,7 +31,10 @@ from pathlib import Path
 
 import torch
 
-SOURCE_DIR = Path(__file__).resolve().parents[2] / "cuda_ops"
+# The C++/CUDA sources live in the repository's cuda_ops/; stkit/ops/csrc is a link to that
+# folder, so the same path serves a source checkout, an editable install and a wheel (where
+# setuptools packages the linked files as package data).
+SOURCE_DIR = Path(__file__).resolve().parent / "csrc"
 CPU_SOURCES = ("ms_deform_attn_cpu.cpp", "bindings.cpp")
 CUDA_SOURCES = ("ms_deform_attn_cuda.cu",)
 HEADERS = ("ms_deform_attn.h",)
@@ -223,26 +226,3 @@ def load_extension(with_cuda: bool | None = None, verbose: bool = False) -> Buil
             _build_and_load(p, verbose)
         _loaded_plan = p
         return p
-
-
-def cuda_compile_command(output: str | os.PathLike, source: str | os.PathLike | None = None,
-                         arch: str = "sm_90") -> list[str]:
-    """nvcc argv that compiles the CUDA source to an object file, without a GPU.
-
-    Uses the same flags and include paths as the JIT build; handy for a compile-only
-    check on a machine that has nvcc but no device.
-    """
-    ext = _cpp_extension()
-    CUDA_HOME, include_paths = ext.CUDA_HOME, ext.include_paths
-    nvcc = str(Path(CUDA_HOME) / "bin" / "nvcc") if CUDA_HOME else "nvcc"
-    src = Path(source) if source is not None else SOURCE_DIR / CUDA_SOURCES[0]
-    try:
-        incs = include_paths("cuda")
-    except TypeError:  # torch < 2.6 spelled it include_paths(cuda=True)
-        incs = include_paths(cuda=True)
-    cmd = [nvcc, "-c", str(src), "-o", str(output), f"-I{SOURCE_DIR}"]
-    cmd += [f"-I{i}" for i in incs]
-    cmd += list(getattr(ext, "COMMON_NVCC_FLAGS", [])) + NVCC_FLAGS
-    cmd += ["-std=c++20", "--compiler-options", "-fPIC",
-            f"-gencode=arch=compute_{arch[3:]},code={arch}"]
-    return cmd

@@ -7,9 +7,11 @@ Two ops wrap the raw kernels of the extension (``torch.ops.stkit_ext.*``):
                                    grad_sampling_locations, grad_attention_weights)
 ``register_fake`` gives their output shapes to FakeTensor tracing, and
 ``register_autograd`` connects the two, so ``torch.compile`` keeps the op in one graph.
-Where no kernel exists for the inputs' device (extension not built, or built without
-CUDA), the ops compute the reference instead, so they are always callable; the backward
-op is not itself differentiable (no double backward through the kernel).
+The backward op is not itself differentiable (no double backward through the kernel).
+
+These ops never choose an implementation: ``stkit.ops.ms_deform_attn`` calls them only
+when ``dispatch.uses_compiled`` says a kernel exists for the device, and falls back to the
+reference itself otherwise. Called directly without a kernel, they raise.
 """
 
 from __future__ import annotations
@@ -17,16 +19,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .dispatch import resolve
 from .checks import check_levels
-from .reference import ms_deform_attn_reference
+from .dispatch import backend, uses_compiled
 
 __all__ = ["ms_deform_attn_op", "ms_deform_attn_backward_op"]
 
 
-def _has_kernel(device: torch.device) -> bool:
-    s = resolve()
-    return s.compiled if device.type == "cpu" else (device.type == "cuda" and s.cuda)
+def _require_kernel(device: torch.device) -> None:
+    if not uses_compiled(device.type):
+        raise RuntimeError(f"stkit::ms_deform_attn has no compiled kernel for {device.type} tensors "
+                           f"({backend(device)}); call stkit.ops.ms_deform_attn, which falls back to the reference")
 
 
 def _index_on(t: Tensor, device: torch.device) -> Tensor:
@@ -38,10 +40,7 @@ def _index_on(t: Tensor, device: torch.device) -> Tensor:
 def ms_deform_attn_op(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                       sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
     check_levels(value, spatial_shapes, level_start_index)
-    if not _has_kernel(value.device):
-        with torch.no_grad():
-            return ms_deform_attn_reference(value, spatial_shapes, level_start_index,
-                                            sampling_locations, attention_weights)
+    _require_kernel(value.device)
     dev = value.device
     return torch.ops.stkit_ext.ms_deform_attn_forward(
         value, _index_on(spatial_shapes, dev).long(), _index_on(level_start_index, dev).long(),
@@ -58,14 +57,7 @@ def _(value, spatial_shapes, level_start_index, sampling_locations, attention_we
 def ms_deform_attn_backward_op(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                                sampling_locations: Tensor, attention_weights: Tensor,
                                grad_output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    if not _has_kernel(value.device):
-        with torch.enable_grad():
-            inputs = [t.detach().requires_grad_() for t in
-                      (value, sampling_locations, attention_weights)]
-            out = ms_deform_attn_reference(inputs[0], spatial_shapes, level_start_index,
-                                           inputs[1], inputs[2])
-            gv, gl, ga = torch.autograd.grad(out, inputs, grad_output)
-        return gv, gl, ga
+    _require_kernel(value.device)
     dev = value.device
     gv, gl, ga = torch.ops.stkit_ext.ms_deform_attn_backward(
         value, _index_on(spatial_shapes, dev).long(), _index_on(level_start_index, dev).long(),
