@@ -19,15 +19,59 @@ policies are in data_prep/README.md and each function's docstring. No torch is i
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .chexpert import PATHOLOGIES as CHEXPERT_PATHOLOGIES
 from .chexpert import UNCERTAIN_POLICIES, UNLABELLED_POLICIES, convert_chexpert
 from .csvtools import split_patients, summary
 from .nih import convert_nih
+from .prepare_images import prepare_images
 from .vindr import BOX_MODES, convert_vindr
 
-__all__ = ["CHEXPERT_PATHOLOGIES", "convert_chexpert", "convert_nih", "convert_vindr", "split_patients",
-           "summary", "main"]
+__all__ = ["CHEXPERT_PATHOLOGIES", "convert_chexpert", "convert_nih", "convert_vindr", "from_download",
+           "split_patients", "summary", "main"]
+DATASETS = ("chexpert", "nih", "vindr")
+
+
+def _first_file(folder: Path, names, what):
+    """The first of names that exists in folder, or None (what=None) / an error naming all."""
+    for n in names:
+        if (folder / n).is_file():
+            return folder / n
+    if what is None:
+        return None
+    raise FileNotFoundError(f"{folder}: no {what} ({' or '.join(names)}); is this the {what}'s download folder?")
+
+
+def from_download(dataset: str, src_dir, out_dir, size=256, workers=None, verbose=True) -> Path:
+    """A download folder in its published layout -> out_dir/labels.csv (converted with the
+    defaults; an existing one is reused, never replaced) -> out_dir/png_<size>/labels.csv
+    (prepared PNGs, idempotent and resumable). Layouts: CheXpert: the folder holding
+    train.csv (+ valid.csv); ChestX-ray14: Data_Entry_2017(_v2020).csv (+ BBox_List_2017.csv,
+    train_val_list.txt and test_list.txt) with the images_*/ folders; VinDr-CXR: train.csv
+    (Kaggle) or annotations/annotations_train.csv (+ annotations_test.csv, PhysioNet) beside
+    train/ (and test/) DICOMs. Returns the prepared label CSV."""
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    src, out = Path(src_dir), Path(out_dir)
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: {dataset} download folder not found")
+    labels = out / "labels.csv"
+    if labels.is_file():
+        print(f"reusing {labels} (delete it to convert again)")
+    elif dataset == "chexpert":
+        convert_chexpert(_first_file(src, ["train.csv"], "CheXpert train.csv"), labels,
+                         valid_csv=_first_file(src, ["valid.csv"], None), verbose=verbose)
+    elif dataset == "nih":
+        lists = [_first_file(src, [n], None) for n in ("train_val_list.txt", "test_list.txt")]
+        convert_nih(_first_file(src, ["Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv"], "ChestX-ray14 Data_Entry"),
+                    labels, image_dir=src, bbox_csv=_first_file(src, ["BBox_List_2017.csv"], None),
+                    **(dict(train_val_list=lists[0], test_list=lists[1]) if all(lists) else {}), verbose=verbose)
+    else:
+        train = _first_file(src, ["train.csv", "annotations/annotations_train.csv"], "VinDr-CXR train.csv")
+        test = _first_file(src, ["annotations/annotations_test.csv"], None) if train.name != "train.csv" else None
+        convert_vindr(train, labels, image_dir=src, test_csv=test, verbose=verbose)
+    return prepare_images(labels, out / f"png_{size}", size, workers=workers, verbose=verbose)
 
 
 def main(argv=None):

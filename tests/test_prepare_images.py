@@ -170,3 +170,45 @@ def test_output_inside_the_source_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--labels", str(labels), "--out", str(tmp_path / "src" / "x"), "--size", "32"])
     assert e.value.code == 2 and "outside the source" in capsys.readouterr().err
+
+
+def test_from_download_all_three_layouts(tmp_path, capsys):
+    from cxr_fixtures import (BBOX_HEADER, CHEXPERT_HEADER, NIH_HEADER, VINDR_HEADER, bbox_line, chexpert_line,
+                              nih_line, vindr_line, write_lines)
+    from data_prep.cxr_datasets import from_download
+    rng = np.random.default_rng(1)
+    dl = tmp_path / "downloads"
+    chex = dl / "CheXpert-v1.0-small"
+    lines = [chexpert_line(p, "Frontal", {"No Finding": "1.0"} if p % 2 else {"Edema": "1.0"}) for p in range(1, 13)]
+    write_lines(chex / "train.csv", ",".join(CHEXPERT_HEADER), lines)
+    for line in lines:
+        f = dl / line.split(",")[0]
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (80, 70)).astype(np.uint8)).save(f)
+    nih = dl / "NIH"
+    entries = [nih_line(p, 0, "No Finding" if p % 2 else "Nodule") for p in range(1, 13)]
+    write_lines(nih / "Data_Entry_2017_v2020.csv", NIH_HEADER, entries)
+    write_lines(nih / "BBox_List_2017.csv", BBOX_HEADER, [bbox_line("00000002_000.png", "Nodule", 10, 20, 30, 40)])
+    (nih / "images_001" / "images").mkdir(parents=True)
+    for e in entries:
+        Image.fromarray(rng.integers(0, 256, (100, 100)).astype(np.uint8)).save(nih / "images_001" / "images" / e.split(",")[0])
+    vin = dl / "vindr"
+    vrows = [vindr_line(f"v{k}", "No finding", 14, r) for k in range(10) for r in ("R1", "R2", "R3")
+             if k % 3] + [vindr_line(f"v{k}", "Nodule/Mass", 8, r, (5 + j, 6, 25 + j, 30)) for k in range(0, 10, 3)
+                          for j, r in enumerate(("R1", "R2"))]
+    write_lines(vin / "train.csv", VINDR_HEADER, vrows)
+    for k in range(10):
+        write_dicom(vin / "train" / f"v{k}.dicom", rng.integers(0, 4096, (60, 50)), photometric="MONOCHROME1")
+    before = hashes(dl)
+    for name, folder in (("chexpert", chex), ("nih", nih), ("vindr", vin)):
+        out = from_download(name, folder, tmp_path / "data" / name, size=32, workers=2)
+        df = read_cxr_labels(out)
+        assert len(df.path.unique()) > 0 and (df.groupby("patient_id").split.nunique() == 1).all()
+        assert all(Image.open(out.parent / p).size == (32, 32) for p in df.path.unique())
+        assert from_download(name, folder, tmp_path / "data" / name, size=32, workers=2) == out   # reused
+    assert "reusing" in capsys.readouterr().out and hashes(dl) == before
+    vdf = read_cxr_labels(tmp_path / "data" / "vindr" / "png_32" / "labels.csv")
+    merged = vdf[vdf.patient_id == "v0"]
+    assert merged.rad_id.tolist() == ["R1;R2"] and np.allclose(merged.box_x, 5.5 * 32 / 50)
+    with pytest.raises(FileNotFoundError, match="no VinDr-CXR train.csv"):
+        from_download("vindr", nih, tmp_path / "data" / "x")
