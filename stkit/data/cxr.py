@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from .cxr_labels import BOX, REQUIRED, SPLITS, read_cxr_labels, read_text_csv  # noqa: F401 (re-exports)
-from .images import DICOM_SUFFIXES, ImageDecodeError, image_size, load_cxr_image  # noqa: F401
+from .images import DICOM_SUFFIXES, ImageDecodeError, load_cxr_image  # noqa: F401
+from .images import image_size as file_image_size
 
 
 # --------------------------------------------------------------------------- dataset
@@ -82,7 +83,7 @@ class CXRDataset(torch.utils.data.Dataset):
 
     def _size(self, i):
         if self._sizes[i] is None:
-            self._sizes[i] = image_size(self.paths[i])
+            self._sizes[i] = file_image_size(self.paths[i])
         return self._sizes[i]
 
     def _decode(self, i) -> torch.Tensor:
