@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import metrics
+
 
 def setup(seed: int = 0, out_dir: str | Path | None = None, device: str = "cpu") -> torch.device:
     """Seed Python, NumPy and PyTorch, create ``out_dir``, check the device, print versions."""
@@ -60,7 +62,11 @@ def print_versions(device: torch.device | None = None) -> None:
 
 
 def write_metrics(out_dir: str | Path, section: str, values: dict) -> Path:
-    """Write ``{section: values}`` to ``out_dir/metrics.json`` (the report merges the sections)."""
+    """Write ``{section: values}`` to ``out_dir/metrics.json`` (the report merges the sections).
+
+    Every key must be declared in ``stkit.metrics`` (its meaning and unit appear in the report).
+    """
+    metrics.check(section, values)
     path = Path(out_dir) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     clean = {k: (v.item() if hasattr(v, "item") else v) for k, v in values.items()}  # numpy / 0-d tensors -> Python

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .metrics import find
+
 
 @dataclass(frozen=True)
 class Reported:
@@ -28,12 +30,22 @@ STERN = [
 ]
 
 STNET = [
-    Reported("CVA-Net mAP, BUV val", "36.8", "CVA-Net README (Lin et al., MICCAI 2022)", True, ("stnet", "ap")),
+    Reported("CVA-Net mAP, BUV val", "36.8", "CVA-Net README (Lin et al., MICCAI 2022)", True, ("stnet", "val_ap")),
     Reported("CVA-Net AP / AP50 / AP75 (STNet paper table)", "36.1 / 65.1 / 38.5", "Qin et al., MICCAI 2023", False),
-    Reported("STNet AP / AP50 / AP75, BUV val", "about 40.0 / 70.3 / 43.3", "Qin et al., MICCAI 2023", False, ("stnet", "ap")),
+    Reported("STNet AP / AP50 / AP75, BUV val", "about 40.0 / 70.3 / 43.3", "Qin et al., MICCAI 2023", False, ("stnet", "val_ap")),
     Reported("STNet inference speed vs per-frame", "about 2x", "Qin et al., MICCAI 2023, abstract", True, ("stnet", "shuffle_speedup")),
     Reported("FA-DETR vs best earlier method", "+3.8 AP, 2.5x faster", "Qin et al., MIDL 2025", False),
 ]
+
+
+def _check_keys() -> None:
+    """Every run number a paper number points at is declared in stkit.metrics."""
+    for r in STERN + STNET:
+        if r.metric_key is not None:
+            find(*r.metric_key)
+
+
+_check_keys()
 
 
 def comparison_rows(metrics: dict) -> list[dict]:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .stn import _box, _img
+from .common import draw_box, to_image
 
 
 def show_cxr_samples(dataset, indices, title: str | None = None, cols: int = 4):
@@ -19,9 +19,9 @@ def show_cxr_samples(dataset, indices, title: str | None = None, cols: int = 4):
         ax.axis("off")
     for ax, i in zip(axes.flat, indices):
         img, label, _ = dataset[i]
-        ax.imshow(_img(img), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(to_image(img), cmap="gray", vmin=0, vmax=1)
         for x, y, w, h in dataset.boxes(i).tolist():
-            _box(ax, x, y, x + w, y + h, color="red")
+            draw_box(ax, x, y, x + w, y + h, color="red")
         ax.set_title("abnormal" if label > 0.5 else "normal", fontsize=9)
     if title:
         fig.suptitle(title)
@@ -40,9 +40,9 @@ def show_case_pair(normal, abnormal):
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     for x, y, w, h in abnormal.boxes:
-        _box(axes[1], x, y, x + w, y + h, color="red")
+        draw_box(axes[1], x, y, x + w, y + h, color="red")
     x, y, w, h = abnormal.thorax_box
-    _box(axes[3], x, y, x + w, y + h, color="tab:orange")
+    draw_box(axes[3], x, y, x + w, y + h, color="tab:orange")
     fig.tight_layout()
     return fig
 
@@ -50,16 +50,16 @@ def show_case_pair(normal, abnormal):
 def show_pixel_budget(image, thorax_box, boxes, size: int = 64):
     """The whole canvas resized to ``size`` px (the no-STN baseline's view) next to the thorax
     sampled at ``size`` px (what a well-placed attention window gives the classifier)."""
-    img = torch.as_tensor(_img(image), dtype=torch.float32)[None, None]
+    img = torch.as_tensor(to_image(image), dtype=torch.float32)[None, None]
     h, w = img.shape[-2:]
     x, y, bw, bh = thorax_box
     whole = F.interpolate(img, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     crop = F.interpolate(img[..., int(y) : int(np.ceil(y + bh)), int(x) : int(np.ceil(x + bw))], size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
     axes[0].imshow(img[0, 0], cmap="gray", vmin=0, vmax=1)
-    _box(axes[0], x, y, x + bw, y + bh)
+    draw_box(axes[0], x, y, x + bw, y + bh)
     for bx, by, bww, bhh in boxes:
-        _box(axes[0], bx, by, bx + bww, by + bhh, color="red", lw=1)
+        draw_box(axes[0], bx, by, bx + bww, by + bhh, color="red", lw=1)
     axes[0].set_title(f"{h}x{w} original, thorax in orange", fontsize=9)
     axes[1].imshow(whole[0, 0], cmap="gray", vmin=0, vmax=1)
     axes[1].set_title(f"whole canvas at {size}x{size}", fontsize=9)

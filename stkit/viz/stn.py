@@ -9,25 +9,15 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.patches import Rectangle
 
 from ..stn import glimpse, resize, theta_from_window, window_to_pixels
-
-
-def _img(x) -> np.ndarray:
-    x = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
-    return x.reshape(x.shape[-2:]) if x.ndim == 3 else x
-
-
-def _box(ax, x0, y0, x1, y1, color="tab:orange", lw=1.5, ls="-"):
-    """Draw a box given in pixel-edge coordinates (imshow puts pixel centres at integers)."""
-    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=lw, linestyle=ls))
+from .common import draw_box, to_image
 
 
 def plot_sampling_grid(image, theta: torch.Tensor, out_size=(8, 8), title: str = ""):
     """Where an affine grid samples: the output grid's points drawn on the input image,
     next to the resulting glimpse. Shows that theta maps *output* to *input* coordinates."""
-    img = torch.as_tensor(_img(image), dtype=torch.float32)[None, None]
+    img = torch.as_tensor(to_image(image), dtype=torch.float32)[None, None]
     h, w = img.shape[-2:]
     grid = torch.nn.functional.affine_grid(theta.reshape(1, 2, 3), [1, 1, *out_size], align_corners=False)[0]
     px = (grid[..., 0] + 1) / 2 * w - 0.5  # pixel-centre coordinates for plotting
@@ -36,7 +26,7 @@ def plot_sampling_grid(image, theta: torch.Tensor, out_size=(8, 8), title: str =
     a.imshow(img[0, 0], cmap="gray", vmin=0, vmax=1)
     a.scatter(px.flatten(), py.flatten(), s=10, c=np.arange(px.numel()), cmap="viridis")
     x0, y0, x1, y1 = window_to_pixels(theta.reshape(1, 2, 3), h, w)[0].tolist()
-    _box(a, x0, y0, x1, y1)
+    draw_box(a, x0, y0, x1, y1)
     a.set_title("input: where the grid samples")
     b.imshow(glimpse(img, theta.reshape(1, 2, 3), (64, 64))[0, 0], cmap="gray", vmin=0, vmax=1)
     b.set_title("output (glimpse)")
@@ -76,13 +66,13 @@ def render_window(image, sx: float = 0.5, sy: float = 0.5, tx: float = 0.0, ty: 
 
     Pure: used once directly by notebooks and by the ipywidgets explorer.
     """
-    img = torch.as_tensor(_img(image), dtype=torch.float32)[None, None]
+    img = torch.as_tensor(to_image(image), dtype=torch.float32)[None, None]
     h, w = img.shape[-2:]
     theta = theta_from_window(sx, sy, tx, ty)
     x0, y0, x1, y1 = window_to_pixels(theta, h, w)[0].tolist()
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 4))
     a.imshow(img[0, 0], cmap="gray", vmin=0, vmax=1)
-    _box(a, x0, y0, x1, y1, lw=2)
+    draw_box(a, x0, y0, x1, y1, lw=2)
     a.set_xlim(-0.5, w - 0.5)
     a.set_ylim(h - 0.5, -0.5)
     a.set_title(f"window x in [{tx - sx:+.2f}, {tx + sx:+.2f}], y in [{ty - sy:+.2f}, {ty + sy:+.2f}]", fontsize=9)
@@ -137,12 +127,12 @@ def show_attention(dataset, predictions: dict, n: int = 8, abnormal_only: bool =
     for k, j in enumerate(order):
         img, _, _ = dataset[int(idx[j])]
         top, bottom = axes[2 * (k // cols), k % cols], axes[2 * (k // cols) + 1, k % cols]
-        top.imshow(_img(img), cmap="gray", vmin=0, vmax=1)
+        top.imshow(to_image(img), cmap="gray", vmin=0, vmax=1)
         for x, y, w, h in dataset.boxes(int(idx[j])).tolist():
-            _box(top, x, y, x + w, y + h, color="red", lw=1)
-        _box(top, *predictions["window_px"][j], lw=2)
+            draw_box(top, x, y, x + w, y + h, color="red", lw=1)
+        draw_box(top, *predictions["window_px"][j], lw=2)
         top.set_title(f"p(abnormal) = {predictions['scores'][j]:.2f}", fontsize=8)
-        x = torch.as_tensor(_img(img))[None, None].float()
+        x = torch.as_tensor(to_image(img))[None, None].float()
         theta = torch.as_tensor(predictions["theta"][j])[None].float()
         g = glimpse(resize(x, stn.source_size), theta, stn.glimpse_size) if stn is not None else glimpse(x, theta, (64, 64))
         bottom.imshow(g[0, 0], cmap="gray", vmin=0, vmax=1)
@@ -166,33 +156,18 @@ def plot_aspect_hist(aspects: dict, sf: float = 1.25):
     return fig
 
 
-def plot_variant_bars(table: dict, keys=("test_auc", "lesion_center_in_window", "lesion_area_in_window", "mean_window_area")):
-    """Grouped bars: ``table`` maps a variant name to its metrics dict (missing keys skipped)."""
-    fig, ax = plt.subplots(figsize=(8, 3.4))
-    width = 0.8 / len(table)
-    for i, (name, m) in enumerate(table.items()):
-        vals = [m.get(k, np.nan) for k in keys]
-        ax.bar(np.arange(len(keys)) + i * width, vals, width, label=name)
-    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [k.replace("_", " ") for k in keys], fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
 def plot_window_trajectory(image, trajectory: torch.Tensor, target_window, every: int = 20):
     """Windows visited while fitting (sx, sy, tx, ty) by gradient descent, light to dark,
     with the target window dashed; right: the distance to the target per step."""
-    img = _img(image)
+    img = to_image(image)
     h, w = img.shape
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4))
     a.imshow(img, cmap="gray", vmin=0, vmax=1)
     steps = list(range(0, len(trajectory), every)) + [len(trajectory) - 1]
     colors = plt.cm.viridis(np.linspace(0.15, 1, len(steps)))
     for c, k in zip(colors, steps):
-        _box(a, *window_to_pixels(theta_from_window(*trajectory[k]), h, w)[0].tolist(), color=c, lw=1.2)
-    _box(a, *window_to_pixels(theta_from_window(*torch.as_tensor(target_window)), h, w)[0].tolist(), color="red", lw=2, ls="--")
+        draw_box(a, *window_to_pixels(theta_from_window(*trajectory[k]), h, w)[0].tolist(), color=c, lw=1.2)
+    draw_box(a, *window_to_pixels(theta_from_window(*torch.as_tensor(target_window)), h, w)[0].tolist(), color="red", lw=2, ls="--")
     a.set_title("windows during descent (dashed red: target)", fontsize=9)
     dist = (trajectory - torch.as_tensor(target_window, dtype=trajectory.dtype)).norm(dim=1)
     b.plot(dist.numpy())
