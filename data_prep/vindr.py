@@ -2,7 +2,8 @@
 label CSV, with the radiologists' boxes merged (data_prep.boxfusion) or all kept.
 
 Checks what the file promises: class_id in 0..14 and class_name matching it (or a known
-class_name when there is no class_id column), a rad_id on every row, four coordinates on
+class_name when there is no class_id column), a rad_id on every row (a file without the
+column, such as a consensus test file, gets rad_id "consensus"), four coordinates on
 every finding and none on "No finding", boxes inside the DICOM's Rows x Columns when the
 image is there. Not an image reader beyond the DICOM header.
 """
@@ -27,13 +28,18 @@ LOCAL_LABELS = CLASSES + ("Clavicle fracture", "Edema", "Emphysema", "Enlarged P
                           "Mediastinal shift", "Rib fracture")   # PhysioNet files' extra local labels
 COORDS = ("x_min", "y_min", "x_max", "y_max")
 BOX_MODES = ("merged", "all")
+CONSENSUS = "consensus"      # rad_id of files without one (consensus annotations)
 
 
 def read_annotations(src, what) -> tuple[pd.DataFrame, pd.Series]:
     """The checked annotation rows and a boolean Series: is this row a finding?"""
-    df = read_source(src, ["image_id", "class_name", "rad_id", *COORDS], what)
-    not_blank(df, ["image_id", "class_name", "rad_id"], src)
-    fail_at(src, ~df.rad_id.str.fullmatch(r"R\d+"), df, "rad_id", "is not a reader id like R8")
+    df = read_source(src, ["image_id", "class_name", *COORDS], what)
+    if "rad_id" in df.columns:
+        not_blank(df, ["rad_id"], src)
+        fail_at(src, ~df.rad_id.str.fullmatch(r"R\d+"), df, "rad_id", "is not a reader id like R8")
+    else:                                                # a consensus file: one "reader", nothing to merge
+        df["rad_id"] = CONSENSUS
+    not_blank(df, ["image_id", "class_name"], src)
     if "class_id" in df.columns:
         cls = numbers(df, "class_id", src, allowed=list(range(len(CLASSES))))
         fail_at(src, cls.isna(), df, "class_id", "is empty")

@@ -241,9 +241,15 @@ def test_vindr_without_class_id(tmp_path):
     df = read_cxr_labels(conv.convert_vindr(src, tmp_path / "l.csv", image_dir=tmp_path, verbose=False))
     assert df.set_index("patient_id").label[["i1", "i2"]].tolist() == [0, 1]
     assert df[df.patient_id == "i2"][["box_w", "box_h", "finding"]].to_numpy().tolist() == [[10, 20, "Rib fracture"]]
-    write_lines(src, "image_id,rad_id,class_name,x_min,y_min,x_max,y_max", rows + ["i3,R9,Rib fractur,1,2,11,22"])
+    bad = write_lines(tmp_path / "bad.csv", "image_id,rad_id,class_name,x_min,y_min,x_max,y_max",
+                      rows + ["i3,R9,Rib fractur,1,2,11,22"])
     with pytest.raises(ValueError, match=r"line 12, column 'class_name': 'Rib fractur'"):
-        conv.convert_vindr(src, tmp_path / "m.csv", image_dir=tmp_path, verbose=False)
+        conv.convert_vindr(bad, tmp_path / "m.csv", image_dir=tmp_path, verbose=False)
+    test = write_lines(tmp_path / "annotations_test.csv", "image_id,class_name,x_min,y_min,x_max,y_max",
+                       ["t1,No finding,,,,", "t2,Nodule/Mass,1,2,11,22", "t2,Nodule/Mass,2,2,12,22"])
+    df = read_cxr_labels(conv.convert_vindr(src, tmp_path / "t.csv", image_dir=tmp_path, test_csv=test, verbose=False))
+    t2 = df[df.patient_id == "t2"]
+    assert set(t2.split) == {"test"} and t2.rad_id.tolist() == ["consensus"] * 2 and len(t2) == 2
 
 
 def test_fusion_rule_against_hand_computation():
