@@ -62,3 +62,20 @@ def test_importing_every_stkit_module_loads_no_data_prep():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "STKIT_OPS_BACKEND": "reference"})
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_modules_open_with_a_docstring_and_functions_stay_short():
+    """Every stkit module says what it is; a function over 60 lines carries a '# long:' reason."""
+    problems = []
+    for p in sorted((ROOT / "stkit").rglob("*.py")):
+        text = p.read_text()
+        tree = ast.parse(text)
+        if not ast.get_docstring(tree):
+            problems.append(f"{p.relative_to(ROOT)}: no module docstring")
+        lines = text.splitlines()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                body = "\n".join(lines[node.lineno - 1:node.end_lineno])
+                if "# long:" not in body:
+                    problems.append(f"{p.relative_to(ROOT)}:{node.lineno} {node.name} is {node.end_lineno - node.lineno + 1} lines")
+    assert not problems, "\n".join(problems)
