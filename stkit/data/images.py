@@ -104,7 +104,7 @@ def decode_dicom(path, voi: str = "auto") -> np.ndarray:
                                "DICOMs may need pylibjpeg or python-gdcm installed") from e
     if stored.ndim != 2:
         raise ImageDecodeError(f"{path}: expected one greyscale frame, got pixel array shape {stored.shape}")
-    x = apply_modality_lut(stored, ds).astype(np.float64)      # (H, W) modality values
+    x = apply_modality_lut(stored, ds).astype(np.float32)      # (H, W) modality values (exact below 2^24)
     if voi == "minmax":
         lo, hi = float(x.min()), float(x.max())
         y = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
@@ -115,9 +115,10 @@ def decode_dicom(path, voi: str = "auto") -> np.ndarray:
                    str(ds.get("VOILUTFunction", "LINEAR")).upper())
     else:
         y = _bit_range(x, ds)
+    y = np.clip(y, 0, 1, out=y if y.dtype == np.float32 else None).astype(np.float32, copy=False)
     if photometric == "MONOCHROME1":
-        y = 1.0 - y
-    return np.clip(y, 0, 1).astype(np.float32)
+        np.subtract(1.0, y, out=y)
+    return y
 
 
 def _first(v) -> float:
@@ -142,8 +143,10 @@ def window(x: np.ndarray, center: float, width: float, function: str = "LINEAR")
         raise ImageDecodeError(f"Window Width {width:g} must be >= 1 for LINEAR")
     c, w = center - 0.5, width - 1.0
     if w == 0:                                                  # width 1: a threshold
-        return (x > c).astype(np.float64)
-    return np.clip((x - c) / w + 0.5, 0, 1)
+        return (x > c).astype(x.dtype)
+    y = x - np.asarray(c - 0.5 * w, x.dtype)                    # one temporary, then in place
+    y *= np.asarray(1.0 / w, x.dtype)
+    return np.clip(y, 0, 1, out=y)
 
 
 def _voi_lut(x: np.ndarray, item) -> np.ndarray:
