@@ -210,9 +210,11 @@ def main(argv=None):
     ap.add_argument("--voi", choices=VOI_MODES, default="auto", help="DICOM intensity window")
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     a = ap.parse_args(argv)
+    parts = a.size.lower().split("x")
+    if not (1 <= len(parts) <= 2 and all(p.isdigit() for p in parts)):
+        ap.error(f"--size {a.size!r}: expected N or HxW, e.g. 512 or 512x640")
+    size = int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
     try:
-        size = tuple(int(v) for v in a.size.lower().split("x"))
-        size = size[0] if len(size) == 1 else size
         prepare_images(a.labels, a.out, size, bits=a.bits, voi=a.voi, workers=a.workers)
     except (OSError, ValueError) as e:
         ap.exit(2, f"error: {e}\n")

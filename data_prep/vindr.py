@@ -144,6 +144,8 @@ def convert_vindr(train_csv, out_csv, *, image_dir, test_csv=None, boxes="merged
     """
     if boxes not in BOX_MODES:
         raise ValueError(f"boxes must be one of {BOX_MODES}, got {boxes!r}")
+    if not (0 <= iou_threshold < 1 and int(min_readers) >= 1):
+        raise ValueError(f"need 0 <= iou_threshold < 1 and min_readers >= 1; got {iou_threshold}, {min_readers}")
     cfg = FusionConfig(iou_threshold=float(iou_threshold), min_readers=int(min_readers))
     image_dir = Path(image_dir)
     parts = [("train", Path(train_csv))] + ([("test", Path(test_csv))] if test_csv is not None else [])
