@@ -213,7 +213,7 @@ class Lesion:
         if self.malignant:                              # dark, heterogeneous; echogenic halo; shadowing
             margin = 0.9 * np.exp(-((dist - 0.12) / 0.10) ** 2) * (dist > 0)
             return 0.07 * inside + margin, 10.0
-        capsule = 3.0 * np.exp(-(dist / 0.045) ** 2)     # thin bright capsule; posterior enhancement
+        capsule = 4.0 * np.exp(-(dist / 0.08) ** 2)      # thin bright capsule; posterior enhancement
         return 0.10 * inside + capsule, 0.2
 
 

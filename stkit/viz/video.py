@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.buv import CATEGORIES, frame_path, read_split
-from .stn import _box
+from .common import draw_box as _box
 
 
 def clip_roles(n_support: int, n_global: int) -> list[str]:
@@ -65,24 +65,31 @@ def contact_sheet(root, split: str, videos: list[str], n_frames: int = 6, boxes:
     return fig
 
 
-def lesion_profile(root, split: str, name: str):
-    """Mean grey level inside each frame's box vs around it, over a video: how visible the
-    lesion is frame by frame (the faded frames stand out)."""
-    info = read_split(root, split)
-    video = info.videos[name]
-    inside, around = [], []
+def lesion_contrast(root, split: str, name: str) -> np.ndarray:
+    """Per listed frame of a video: mean grey level beside and above the (first) box minus
+    the mean inside it, in [0, 1] units (below is left out: shadow or enhancement lie
+    there). Low where the lesion fades into the speckle."""
+    video = read_split(root, split).videos[name]
+    out = []
     for i in video.indices:
         a = np.asarray(Image.open(frame_path(root, name, i)).convert("L"), np.float32) / 255
         x, y, w, h = (int(round(v)) for v in video.frames[i].boxes[0])
-        ring = a[max(0, y - h // 2): y + h + h // 2, max(0, x - w // 2): x + w + w // 2]
-        inside.append(a[y:y + h, x:x + w].mean())
-        around.append((ring.sum() - a[y:y + h, x:x + w].sum()) / max(1, ring.size - w * h))
+        ring = a[max(0, y - h // 2): y + h, max(0, x - w // 2): x + w + w // 2]
+        box = a[y:y + h, x:x + w]
+        out.append((ring.sum() - box.sum()) / max(1, ring.size - box.size) - box.mean())
+    return np.array(out)
+
+
+def plot_lesion_contrast(root, split: str, name: str):
+    """`lesion_contrast` of one video against the frame number. Returns (figure, contrast)."""
+    c = lesion_contrast(root, split, name)
+    idx = read_split(root, split).videos[name].indices
     fig, ax = plt.subplots(figsize=(6, 2.6))
-    ax.plot(video.indices, inside, "o-", label="inside the box")
-    ax.plot(video.indices, around, "s-", label="around the box")
+    ax.plot(idx, c, "o-")
+    ax.axhline(float(np.median(c)), color="gray", ls="--", lw=1, label="median")
     ax.set_xlabel("frame")
-    ax.set_ylabel("mean grey level")
-    ax.set_title(f"{name}: lesion contrast per frame", fontsize=9)
+    ax.set_ylabel("ring minus box (grey)")
+    ax.set_title(f"{name}: how well the lesion stands out, frame by frame", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return fig, np.array(inside), np.array(around)
+    return fig, c
