@@ -141,7 +141,8 @@ def _clean(data: dict, split, errata: bool, log: list) -> dict:
     out["annotations"] = anns
     if isinstance(out.get("videos"), list) and dropped_vids - {None}:
         kept_vids = {im.get("video_id") for im in out["images"]}
-        out["videos"] = [v for v in out["videos"] if not isinstance(v, dict) or v.get("id") in kept_vids]
+        gone = dropped_vids - kept_vids
+        out["videos"] = [v for v in out["videos"] if not (isinstance(v, dict) and v.get("id") in gone)]
     return out
 
 
@@ -177,6 +178,9 @@ def _validate(src: Path, decode: bool):
         off = [n for n, v in s.videos.items() if CATEGORIES[v.label] != v.folder_class]
         if off:
             notes.append(f"{split}: {len(off)} video(s) whose boxes' category differs from their folder: {', '.join(off[:5])}")
+        if s.unused_video_entries:
+            notes.append(f"{split}: {len(s.unused_video_entries)} 'videos' entr(ies) with no frame in 'images': "
+                         f"{', '.join(s.unused_video_entries[:5])}")
         if s.n_negative:
             notes.append(f"{split}: {s.n_negative} box(es) with negative width or height, normalised")
     on_disk = {f"{c.name}/{v.name}" for c in (src / FRAMES_DIR).iterdir() if c.is_dir() for v in c.iterdir() if v.is_dir()}

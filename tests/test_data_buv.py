@@ -90,8 +90,8 @@ def test_negative_boxes_normalised_never_dropped(tmp_path):
     (lambda d: d["images"][2].update(id=d["images"][1]["id"]), r"images\[2\]: image id .* repeats images\[1\]"),
     (lambda d: d["images"][0].update(width=0), r"images\[0\].*width/height"),
     (lambda d: d["categories"].append({"id": 3, "name": "cyst"}), r"categories\[2\]"),
+    (lambda d: d["categories"][0].update(name="malignant"), r"categories\[0\]"),
     (lambda d: d["annotations"][6].update(category_id=1), r"video 'malignant/vc' has two classes"),
-    (lambda d: d["videos"].append({"id": 9, "name": "benign/ghost"}), r"videos\[2\].*empty video"),
     (lambda d: d.update(annotations=[a for a in d["annotations"] if a["category_id"] == 1]),
      r"video 'malignant/vc' is empty: none of its 7 listed frames"),
 ])
@@ -254,6 +254,7 @@ def test_errata_applied_and_reported(download, tmp_path):
     raw = json.loads((tmp_path / "clean" / buv.SPLIT_FILES["train"]).read_text())
     assert all(a["bbox"][2] > 0 and a["bbox"][3] > 0 and a["area"] == a["bbox"][2] * a["bbox"][3] for a in raw["annotations"])
     assert len(raw["videos"]) == 3 and {"video_id", "frame_id"} <= set(raw["images"][0])   # other fields kept
+    assert not any("'videos' entr" in n for n in rep["notes"])
     keep = prep.prepare_buv(download, tmp_path / "as_is", errata=False, verbose=False)
     assert keep["summary"] == keep["source_summary"] and keep["errata"] == []
     assert tree_hashes(download) == before                  # the source is only read
@@ -369,3 +370,10 @@ def test_synthetic_clips_and_cli(smoke, tmp_path, capsys):
     with pytest.raises(SystemExit):
         syn.main(["--out", str(tmp_path / "bad"), "--set", "lesion_size=[0.4,0.1]"])
     assert not (tmp_path / "bad").exists()
+
+
+def test_unused_video_entry_is_reported_not_fatal(download, tmp_path):
+    edit_json(download, "val", lambda d: d["videos"].append({"id": 99, "name": "benign/ghost"}))
+    assert buv.read_split(download, "val").unused_video_entries == ["videos[3] ('benign/ghost')"]
+    rep = prep.prepare_buv(download, tmp_path / "clean", verbose=False)
+    assert "val: 1 'videos' entr(ies) with no frame in 'images': videos[3] ('benign/ghost')" in rep["notes"]

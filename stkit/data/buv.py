@@ -14,7 +14,8 @@ category_id, area, iscrowd. The frame number is parsed from the file name. Other
 
 `read_split` checks a JSON and returns its videos: per video the listed frames with their
 boxes, negative widths/heights normalised (never dropped). Every error names the file and
-the JSON entry (``images[12]``, ``annotations[40]``). `scan_frames` checks a video's frame
+the JSON entry (``images[12]``, ``annotations[40]``); a video with no box is an error, a
+``videos`` entry that no image belongs to is only recorded. `scan_frames` checks a video's frame
 files on disk (numbered contiguously). This module needs no torch: data_prep uses it too.
 It does not decode images (data_prep.buv does, when it validates a download).
 """
@@ -69,6 +70,7 @@ class BUVSplit:
     categories: dict            # id -> name, as declared
     videos: dict                # name -> Video, in order of first appearance
     n_negative: int = 0         # boxes that had a negative width or height (normalised)
+    unused_video_entries: list = field(default_factory=list)   # 'videos' entries without frames
 
     @property
     def n_frames(self) -> int:
@@ -126,10 +128,10 @@ def _categories(data: dict, path: Path) -> dict:
     out = {}
     for i, c in enumerate(cats):
         cid, name = (c.get("id"), c.get("name")) if isinstance(c, dict) else (None, None)
-        if CATEGORIES.get(cid) != name:
+        if not isinstance(name, str) or CATEGORIES.get(cid) != name.strip().lower():
             raise BUVFormatError(f"{path}: categories[{i}] is {c!r}; BUV declares only "
                                  f"{{'id': 1, 'name': 'benign'}} and {{'id': 2, 'name': 'malignant'}}")
-        out[cid] = name
+        out[cid] = CATEGORIES[cid]
     return out
 
 
@@ -199,13 +201,12 @@ def parse_split(data: dict, path) -> BUVSplit:
     cats = _categories(data, path)
     videos, by_id = _images(data, path)
     negative = _annotations(data, path, cats, by_id)
+    unused = []                                    # 'videos' entries no image belongs to
     listed = data.get("videos")
     if isinstance(listed, list) and all(isinstance(im, dict) and "video_id" in im for im in data["images"]):
         used = {im["video_id"] for im in data["images"]}
-        for k, v in enumerate(listed):
-            if isinstance(v, dict) and v.get("id") not in used:
-                raise BUVFormatError(f"{path}: videos[{k}] ({v.get('name', v.get('id'))!r}) is an empty "
-                                     "video: no entry of 'images' belongs to it")
+        unused = [f"videos[{k}] ({v.get('name', v.get('id'))!r})" for k, v in enumerate(listed)
+                  if isinstance(v, dict) and v.get("id") not in used]
     for video in videos.values():
         seen = {}                                  # category id -> first annotation entry
         for f in video.frames.values():
@@ -219,7 +220,7 @@ def parse_split(data: dict, path) -> BUVSplit:
             raise BUVFormatError(f"{path}: video {video.name!r} has two classes: {' and '.join(parts)}; "
                                  "a BUV video has one class")
         video.label = next(iter(seen))
-    return BUVSplit(path, cats, videos, negative)
+    return BUVSplit(path, cats, videos, negative, unused)
 
 
 def video_dir(root, video: str) -> Path:
