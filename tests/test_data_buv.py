@@ -377,3 +377,26 @@ def test_unused_video_entry_is_reported_not_fatal(download, tmp_path):
     assert buv.read_split(download, "val").unused_video_entries == ["videos[3] ('benign/ghost')"]
     rep = prep.prepare_buv(download, tmp_path / "clean", verbose=False)
     assert "val: 1 'videos' entr(ies) with no frame in 'images': videos[3] ('benign/ghost')" in rep["notes"]
+
+
+def test_to_coco_scores_perfect_detections_with_pycocotools(tmp_path):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    rng = np.random.default_rng()
+    raw = [[float(v) for v in (*rng.uniform(4, 8, 2), *rng.choice([-1, 1], 2) * rng.uniform(3, 6, 2))] for _ in range(12)]
+    root = write_buv(tmp_path, {"benign/va": dict(split="val", n=12, boxes=lambda k: raw[k]),
+                                "malignant/vb": dict(split="train", n=2)})
+    s = buv.read_split(root, "val")
+    gt = COCO()
+    gt.dataset = buv.to_coco(s)
+    gt.createIndex()
+    dets = [{"image_id": a["image_id"], "bbox": a["bbox"], "category_id": 1, "score": 1.0} for a in gt.dataset["annotations"]]
+    ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert ev.stats[0] == pytest.approx(1.0)                # normalised boxes: the GT scores itself perfectly
+    assert all(a["area"] == pytest.approx(abs(b[2] * b[3])) for a, b in zip(gt.dataset["annotations"], raw))
+    keys = {("benign/va", 0), ("benign/va", 5)}
+    assert len(buv.to_coco(s, keys)["images"]) == 2

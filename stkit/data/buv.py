@@ -264,3 +264,21 @@ def check_listed_frames(root, split: BUVSplit) -> dict:
                 raise BUVFormatError(f"{split.path}: images[{f.entry}] (id {f.image_id}) refers to "
                                      f"{frame_path(root, name, f.index)}, which does not exist")
     return ranges
+
+
+def to_coco(split: BUVSplit, key_frames=None) -> dict:
+    """A split as a COCO ground-truth dict with the boxes normalised (positive w, h; area
+    = w * h), in pixels of the files: what pycocotools needs to score detections. Only the
+    frames in ``key_frames`` (a set of (video, frame number)) when given."""
+    images, anns = [], []
+    for name, video in split.videos.items():
+        for i in video.indices:
+            if key_frames is not None and (name, i) not in key_frames:
+                continue
+            f = video.frames[i]
+            images.append({"id": f.image_id, "file_name": f.file_name, "width": f.width, "height": f.height})
+            for (x, y, w, h), cid in zip(f.boxes, f.labels):
+                anns.append({"id": len(anns) + 1, "image_id": f.image_id, "bbox": [x, y, w, h],
+                             "category_id": cid, "area": w * h, "iscrowd": 0})
+    cats = [{"id": c, "name": n} for c, n in sorted(split.categories.items())]
+    return {"images": images, "annotations": anns, "categories": cats}
