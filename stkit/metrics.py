@@ -21,6 +21,7 @@ class Metric:
     unit: str = ""  # "AUC", "fraction", "s", "x", "px", "AP" ... ("" for counts and labels)
     required: bool = False  # every run of the notebook must write it
     chance: float | None = None  # the value a model that learned nothing gets (flagged in the report)
+    compare_to: str | None = None  # key of the baseline this number should beat (flagged when it does not)
 
 
 def _m(*rows) -> dict[str, Metric]:
@@ -44,7 +45,7 @@ SECTIONS: dict[str, dict[str, Metric]] = {
         ("faithful_initial_aspect", "sx/sy of the official initial window", "", True),
     ),
     "stern": _m(
-        ("test_auc", "STERN (bounded STN) after both stages, test split", "AUC", True, 0.5),
+        ("test_auc", "STERN (bounded STN) after both stages, test split", "AUC", True, 0.5, "baseline_test_auc"),
         ("baseline_test_auc", "no-STN baseline (whole image resized), test split", "AUC", True, 0.5),
         ("faithful_test_auc", "STERN with the official parameterisation and loss, test split", "AUC", False, 0.5),
         ("test_auc_stage1", "STERN after stage 1 only, test split", "AUC", False, 0.5),
@@ -67,7 +68,7 @@ SECTIONS: dict[str, dict[str, Metric]] = {
     ),
     "stnet": _m(
         ("val_ap", "STNet COCO AP@[.5:.95], every validation frame", "AP", True, 0.0),
-        ("val_ap50", "STNet COCO AP@.5, every validation frame", "AP", True, 0.0),
+        ("val_ap50", "STNet COCO AP@.5, every validation frame", "AP", True, 0.0, "baseline_val_ap50"),
         ("val_ap75", "STNet COCO AP@.75, every validation frame", "AP", True, 0.0),
         ("key_ap", "STNet COCO AP@[.5:.95], key frames only (the official STNet test)", "AP", True, 0.0),
         ("key_ap50", "STNet COCO AP@.5, key frames only", "AP", True, 0.0),

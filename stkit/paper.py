@@ -49,10 +49,10 @@ _check_keys()
 
 
 def comparison_rows(metrics: dict) -> list[dict]:
-    """Rows of (quantity, paper value, source, this run's value or '-') for the report."""
+    """Rows of (quantity, paper value, source, this run's value or 'not run') for the report."""
     rows = []
     for r in STERN + STNET:
-        mine = "-"
+        mine = "not run" if r.metric_key is not None else "(no counterpart in the kit)"
         if r.metric_key is not None:
             section, key = r.metric_key
             v = metrics.get(section, {}).get(key)

@@ -16,13 +16,15 @@ report's ``metrics.json``.
 from __future__ import annotations
 
 import ast
-import html
 import json
 import os
 import time
 from pathlib import Path
 
 import nbformat
+
+from .nbutil import versions
+from .report import export_html, write_index
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -77,6 +79,20 @@ def _kernel_name() -> str:
     return "stkit" if "stkit" in KernelSpecManager().find_kernel_specs() else "python3"
 
 
+def relative_paths(parameters: dict, cwd: Path) -> dict:
+    """Absolute path values made relative to ``cwd`` (the notebook's folder, where it runs).
+
+    The executed copy shows the parameters papermill injected; relative paths keep the
+    machine's folder layout out of pages that get shared.
+    """
+    out = {}
+    for name, value in parameters.items():
+        if isinstance(value, (str, Path)) and os.path.isabs(value):
+            value = os.path.relpath(value, cwd)
+        out[name] = value
+    return out
+
+
 def run_notebook(path: str | Path, output: str | Path, parameters: dict | None = None, html_output: bool = True, log_output: bool = False) -> Path:
     """Execute one notebook with papermill; returns the executed copy's path.
 
@@ -87,7 +103,7 @@ def run_notebook(path: str | Path, output: str | Path, parameters: dict | None =
     from papermill.exceptions import PapermillExecutionError
 
     path, output = Path(path).resolve(), Path(output).resolve()
-    parameters = dict(parameters or {})
+    parameters = relative_paths(dict(parameters or {}), path.parent)
     check_parameters(path, parameters)
     if output.parent == path.parent:
         raise NotebookError(f"refusing to write the executed copy into the notebooks' own folder ({output}); choose another --out")
@@ -109,19 +125,8 @@ def run_notebook(path: str | Path, output: str | Path, parameters: dict | None =
         else:
             os.environ["TQDM_DISABLE"] = saved_tqdm
         if html_output and output.exists():
-            to_html(output)
+            export_html(output)
     return output
-
-
-def to_html(ipynb: str | Path) -> Path:
-    """Convert an executed notebook to a standalone HTML page beside it."""
-    from nbconvert import HTMLExporter
-
-    ipynb = Path(ipynb)
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(ipynb, as_version=4))
-    out = ipynb.with_suffix(".html")
-    out.write_text(body, encoding="utf-8")
-    return out
 
 
 def run_all(
@@ -155,7 +160,7 @@ def run_all(
         check_parameters(p, params)
         plans.append((p, params))
 
-    metrics: dict = {"report": {"size": size, "seconds": {}, "notebooks": []}}
+    metrics: dict = {"report": {"size": size, "seconds": {}, "notebooks": [], "environment": versions()}}
     status = []
     for p, params in plans:
         t0 = time.perf_counter()
@@ -167,7 +172,7 @@ def run_all(
             run_notebook(p, executed, params, log_output=log_output)
         except NotebookError as err:
             status.append((p, executed, time.perf_counter() - t0, str(err)))
-            _write_report(out_root, metrics, status)
+            write_index(out_root, metrics, status)
             raise
         seconds = time.perf_counter() - t0
         status.append((p, executed, seconds, None))
@@ -180,46 +185,5 @@ def run_all(
                     raise NotebookError(f"{p.name} writes metrics section {section!r}, which an earlier notebook wrote too")
                 metrics[section] = values
         print(f"  done in {seconds:.0f} s", flush=True)
-    _write_report(out_root, metrics, status)
+    write_index(out_root, metrics, status)
     return metrics
-
-
-def _write_report(out_root: Path, metrics: dict, status: list) -> None:
-    """metrics.json and an index page linking every executed notebook."""
-    from .paper import comparison_rows
-
-    out_root.mkdir(parents=True, exist_ok=True)
-    (out_root / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
-    esc = html.escape
-    rows = "".join(
-        f"<tr><td><a href='{esc(ex.with_suffix('.html').name)}'>{esc(p.name)}</a></td><td>{sec:.0f} s</td>"
-        f"<td>{'ok' if err is None else '<b>failed</b>: ' + esc(err)}</td></tr>"
-        for p, ex, sec, err in status
-    )
-    metric_rows = "".join(
-        f"<tr><td>{esc(section)}</td><td>{esc(k)}</td><td>{esc(_fmt(v))}</td></tr>"
-        for section, values in metrics.items()
-        if section != "report" and isinstance(values, dict)
-        for k, v in values.items()
-    )
-    paper_rows = "".join(
-        f"<tr><td>{esc(r['quantity'])}</td><td>{esc(r['paper'])}</td><td>{esc(r['source'])}</td><td>{esc(r['this_run'])}</td></tr>"
-        for r in comparison_rows(metrics)
-    )
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>stkit report ({esc(metrics['report']['size'])})</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse;margin-bottom:2em}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}th{{background:#eee}}</style></head><body>
-<h1>stkit report: run size <code>{esc(metrics['report']['size'])}</code></h1>
-<h2>Notebooks</h2><table><tr><th>notebook</th><th>time</th><th>status</th></tr>{rows}</table>
-<h2>Key numbers</h2><table><tr><th>section</th><th>metric</th><th>value</th></tr>{metric_rows}</table>
-<h2>Papers and this run</h2>
-<p>Paper numbers come from the sources named; "unverified" marks numbers not checked against the paper's PDF.
-The built-in data is synthetic: its numbers show what the code does on a controlled task, not that the paper is reproduced;
-run size <code>paper</code> on the real datasets for that.</p>
-<table><tr><th>quantity</th><th>paper</th><th>source</th><th>this run</th></tr>{paper_rows}</table>
-<p>Machine-readable: <a href="metrics.json">metrics.json</a></p></body></html>"""
-    (out_root / "index.html").write_text(page, encoding="utf-8")
-
-
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
