@@ -3,6 +3,7 @@
 //                                              sampling_loc, attn_weight) -> Tensor
 //   torch.ops.stkit_ext.ms_deform_attn_backward(..., grad_output) -> Tensor[3]
 //   torch.ops.stkit_ext.has_cuda() -> bool, torch.ops.stkit_ext.cpu_info() -> str
+//   torch.ops.stkit_ext.cpu_plan(N, S, M, D, Lq, L, P, dtype) -> str (the CPU strategy)
 // The dispatcher routes CPU tensors to the CPU kernel and, in a WITH_CUDA build, CUDA
 // tensors to the CUDA kernel. Autograd, fake tensors and torch.compile support live in
 // Python (stkit/ops/_custom_op.py), which wraps these raw kernels in stkit::ms_deform_attn.
@@ -60,6 +61,8 @@ TORCH_LIBRARY(stkit_ext, m) {
       "Tensor sampling_loc, Tensor attn_weight, Tensor grad_output) -> Tensor[]");
   m.def("has_cuda() -> bool", &has_cuda);
   m.def("cpu_info() -> str", &cpu_info);
+  m.def("cpu_plan(int N, int S, int M, int D, int Lq, int L, int P, ScalarType dtype) -> str",
+        &ms_deform_attn_cpu_plan);
 }
 
 TORCH_LIBRARY_IMPL(stkit_ext, CPU, m) {

@@ -28,6 +28,11 @@
 // One line describing how the CPU kernel was built and which SIMD variant runs here.
 std::string ms_deform_attn_cpu_info();
 
+// The strategy the CPU kernel picks for these sizes and dtype with the current thread
+// count, e.g. "value=stage, grad=local, chunks=1, workers=2" (see the .cpp's work plan).
+std::string ms_deform_attn_cpu_plan(int64_t N, int64_t S, int64_t M, int64_t D, int64_t Lq,
+                                    int64_t L, int64_t P, c10::ScalarType dtype);
+
 at::Tensor ms_deform_attn_cpu_forward(const at::Tensor& value, const at::Tensor& spatial_shapes,
                                       const at::Tensor& level_start_index,
                                       const at::Tensor& sampling_loc,

@@ -37,7 +37,9 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -162,10 +164,11 @@ STKIT_INLINE void lane_sums(const A* u, int64_t n, A* out) {
 
 // -------------------------------------------------------------------------- geometry
 
-// Sizes and the (tiny) level tables, read once per call.
+// Sizes and a copy of the (tiny) level tables: a Geometry owns everything it points to,
+// so a helper thread holding one never reads a tensor the call may have freed.
 struct Geometry {
-  const int64_t* hw = nullptr;     // (L, 2) rows (H, W)
-  const int64_t* start = nullptr;  // (L,)
+  std::vector<int64_t> hw;     // (L, 2) rows (H, W)
+  std::vector<int64_t> start;  // (L,)
   int64_t N = 0, S = 0, M = 0, D = 0, Lq = 0, L = 0, P = 0;
 };
 
@@ -206,33 +209,69 @@ STKIT_INLINE Point<A> locate(A x, A y, int64_t H, int64_t W) {
 
 // ------------------------------------------------------------------------ work plan
 
-// Shared by every task of one call. Task ids walk the chunks of one head, then the next.
+// How one call runs, chosen from the shape alone (make_plan) and shared by its tasks.
+// Task ids walk the chunks of one head, then the next head.
+//   value rows:  "gather" reads value[n, :, m, :] in place (rows M*D apart);
+//                "stage" first copies the head into a contiguous per-thread buffer
+//                (in A, rows padded to whole vectors), worth it when rows are reused.
+//   grad rows:   "local" accumulates a head's grad_value in a zeroed, contiguous
+//                per-thread buffer (in A) written out once per task: always with
+//                "stage", and for half types when the buffer is small enough (it spares
+//                a float workspace and a rounding pass). "in-place" scatters straight
+//                into grad_value (float32/64) or a zeroed workspace: with few queries
+//                the zero-fill and write-out of a local buffer cost more than they save.
+//   chunks:      K > 1 splits each head's queries when there are fewer heads than
+//                threads; each chunk then has a private grad_value workspace.
 struct Plan {
   int64_t chunks = 1;   // K query chunks per head
-  int64_t workers = 1;  // threads that claim tasks (1: run on the calling thread)
-  bool stage = false;  // copy the head into a contiguous, padded per-thread buffer
-  int64_t len = 0;     // channels per row as processed: D, or D padded to a vector
-  int64_t rs = 0;      // row stride of the rows read (M*D in value, len when staged)
+  int64_t workers = 1;  // threads that claim tasks (1: the calling thread alone)
+  bool stage = false;   // value rows: staged copy (true) or gathered in place
+  bool local = false;   // backward: grad rows accumulate in a per-thread buffer
+  int64_t len = 0;      // channels per row as processed: D, or D padded to a vector
+  int64_t vrs = 0;      // row stride of the value rows read (M*D in value, len when staged)
+  int64_t grs = 0;      // row stride of the grad rows written (M*D in place, len if local)
 };
 
-// Work below about this many multiply-adds is not worth waking other threads for (and
-// on a busy machine a sleeping thread can take a scheduler tick to start).
+// Work below about this many multiply-adds is not worth waking other threads for.
 constexpr int64_t kMinParallelWork = 1 << 17;
+// Stage when a task reads each row of its head at least this many times on average
+// (corner reads / S). Measured on the benchmark shapes: at 3.5 (shape B) and 4.5
+// (stnet-dec-quick) reads per row gathering in place is faster, at 32 (the STNet
+// encoder calls) and 64 (shape A) staging is.
+constexpr int64_t kStageReuse = 8;
+// Largest per-thread grad buffer for "local" without staging (bytes).
+constexpr int64_t kLocalGradBytes = int64_t(8) << 20;
 
-Plan make_plan(const Geometry& g, int lanes) {
+// lanes: vector width of A; acc_bytes: sizeof(A); half: the value dtype is a half type.
+Plan make_plan(const Geometry& g, int lanes, int64_t acc_bytes, bool half, int64_t threads) {
   Plan plan;
-  const int64_t threads = at::get_num_threads(), heads = g.N * g.M;
+  const int64_t heads = g.N * g.M;
   const int64_t head_work = std::max<int64_t>(1, 4 * g.Lq * g.L * g.P * std::max<int64_t>(g.D, 1));
   const bool parallel = threads > 1 && heads * head_work >= kMinParallelWork;
   if (parallel && heads < 2 * threads)
-    plan.chunks = std::max<int64_t>(1, std::min({(2 * threads + heads - 1) / heads, threads, g.Lq}));
+    plan.chunks =
+        std::max<int64_t>(1, std::min({(2 * threads + heads - 1) / heads, threads, g.Lq}));
   plan.workers = parallel ? std::min(threads, heads * plan.chunks) : 1;
-  // Staging copies every row once; worth it when rows are read several times each.
   const int64_t reads_per_task = 4 * g.L * g.P * ((g.Lq + plan.chunks - 1) / plan.chunks);
-  plan.stage = g.S > 0 && reads_per_task >= 4 * g.S;
+  plan.stage = g.S > 0 && reads_per_task >= kStageReuse * g.S;
   plan.len = plan.stage ? (g.D + lanes - 1) / lanes * lanes : g.D;
-  plan.rs = plan.stage ? plan.len : g.M * g.D;
+  plan.local = plan.stage || (half && g.S * plan.len * acc_bytes <= kLocalGradBytes);
+  plan.vrs = plan.stage ? plan.len : g.M * g.D;
+  plan.grs = plan.local ? plan.len : g.M * g.D;
   return plan;
+}
+
+// The plan for value dtype T with the current thread count.
+template <typename T>
+Plan plan_for(const Geometry& g) {
+  using A = at::opmath_type<T>;
+  return make_plan(g, Simd<A>::W, sizeof(A), !std::is_same_v<T, A>, at::get_num_threads());
+}
+
+std::string describe(const Plan& plan) {
+  return std::string("value=") + (plan.stage ? "stage" : "gather") +
+         ", grad=" + (plan.local ? "local" : "in-place") +
+         ", chunks=" + std::to_string(plan.chunks) + ", workers=" + std::to_string(plan.workers);
 }
 
 // Copy value[n, :, m, :] (rows `stride` apart) into dst (S, len) as the accumulation
@@ -246,6 +285,23 @@ STKIT_INLINE void stage_head(const T* __restrict src, int64_t stride, A* __restr
   }
 }
 
+// ------------------------------------------------------------------------ task queue
+
+// The tasks of one call. The calling thread and its helpers claim task ids one at a
+// time, so a thread that starts late (a busy machine) or runs slower simply does fewer;
+// the caller returns once every claimed task is finished and never waits for a helper
+// that has not started.
+struct TaskQueue {
+  std::atomic<int64_t> next{0};  // the next unclaimed task id
+  std::atomic<int64_t> done{0};  // tasks finished
+  int64_t n = 0;                 // number of tasks
+  int64_t claim() { return next.fetch_add(1, std::memory_order_relaxed); }
+  void finish() { done.fetch_add(1, std::memory_order_release); }
+  void wait() const {
+    while (done.load(std::memory_order_acquire) < n) std::this_thread::yield();
+  }
+};
+
 // ------------------------------------------------------------- phase 1: resolve points
 
 // Per-task tables over the L*P points of one (query, head), the same for every query.
@@ -253,10 +309,9 @@ template <typename A>
 struct PointTables {
   std::vector<A> Wf, Hf;           // the point's level width and height
   std::vector<int32_t> Wi, start;  // width as an integer, first row of the level in S
-  std::vector<int64_t> below;      // W * rs: element offset from a row to the row below
   // Arrays are padded to whole vectors (padding: 1x1 levels, never used).
-  PointTables(const Geometry& g, int64_t rs, int64_t padded)
-      : Wf(padded, A(1)), Hf(padded, A(1)), Wi(padded, 1), start(padded, 0), below(padded, 0) {
+  PointTables(const Geometry& g, int64_t padded)
+      : Wf(padded, A(1)), Hf(padded, A(1)), Wi(padded, 1), start(padded, 0) {
     for (int64_t l = 0; l < g.L; ++l)
       for (int64_t p = 0; p < g.P; ++p) {
         const int64_t j = l * g.P + p;
@@ -264,7 +319,6 @@ struct PointTables {
         Hf[j] = static_cast<A>(g.hw[2 * l]);
         Wi[j] = static_cast<int32_t>(g.hw[2 * l + 1]);
         start[j] = static_cast<int32_t>(g.start[l]);
-        below[j] = g.hw[2 * l + 1] * rs;
       }
   }
 };
@@ -279,7 +333,7 @@ struct QueryPoints {
   std::vector<A> c0, c1, c2, c3;        // w * bilinear weight of each corner (fast only)
   std::vector<int32_t> slow;            // indices of slow points
   std::vector<uint8_t> slow_inside;     // ... whether some corner is inside
-  std::vector<int64_t> off;             // slow corners: element offset of the row
+  std::vector<int32_t> srow;            // slow corners: the corner's row in S
   std::vector<A> cw;                    // ... w * bilinear weight
   std::vector<int32_t> slot;            // ... k * LP + j (corner k of point j)
   int64_t n_slow = 0, n_corners = 0;
@@ -287,7 +341,7 @@ struct QueryPoints {
   std::vector<A> x, y;                  // staging of loc for non-float inputs
   QueryPoints(int64_t LP, int64_t padded)
       : fast(padded), row(padded), fx(padded), fy(padded), w(padded), c0(padded), c1(padded),
-        c2(padded), c3(padded), slow(LP), slow_inside(LP), off(4 * LP), cw(4 * LP),
+        c2(padded), c3(padded), slow(LP), slow_inside(LP), srow(4 * LP), cw(4 * LP),
         slot(4 * LP), x(padded), y(padded) {}
 };
 
@@ -295,8 +349,7 @@ struct QueryPoints {
 // W points at a time with no branches; the second handles the rare slow points.
 template <typename T, typename A>
 STKIT_INLINE void resolve(const T* __restrict loc, const T* __restrict attn, int64_t i0,
-                          int64_t LP, int64_t rs, const PointTables<A>& tb,
-                          QueryPoints<A>& qp) {
+                          int64_t LP, const PointTables<A>& tb, QueryPoints<A>& qp) {
   using V = typename Simd<A>::V;
   using I = typename Simd<A>::I;
   constexpr int W = Simd<A>::W;
@@ -360,7 +413,7 @@ STKIT_INLINE void resolve(const T* __restrict loc, const T* __restrict attn, int
     const A bw[4] = {by * bx, by * pt.fx, pt.fy * bx, pt.fy * pt.fx};
     for (int k = 0; k < 4; ++k) {
       if (!pt.in[k]) continue;
-      qp.off[nc] = (start[j] + pt.row[k]) * rs;
+      qp.srow[nc] = static_cast<int32_t>(start[j] + pt.row[k]);
       qp.cw[nc] = ww[j] * bw[k];
       qp.slot[nc] = static_cast<int32_t>(k * LP + j);
       ++nc;
@@ -373,11 +426,32 @@ STKIT_INLINE void resolve(const T* __restrict loc, const T* __restrict attn, int
 
 // ------------------------------------------------------------------ phase 2: forward
 
+// Rows of this many points ahead are prefetched while a point is summed: the corner
+// rows are scattered over the map, so without it each point waits for its cache misses.
+constexpr int64_t kPrefetchAhead = 4;
+
+// Prefetch the 4 corner rows (`bytes` each) of fast point j; rw = 1 for rows to write.
+template <int RW, typename VT, typename A>
+STKIT_INLINE void prefetch_point(const VT* base, int64_t rs, int64_t bytes,
+                                 const PointTables<A>& tb, const QueryPoints<A>& qp,
+                                 int64_t j) {
+  const char* r0 = reinterpret_cast<const char*>(base + qp.row[j] * rs);
+  const char* r2 = reinterpret_cast<const char*>(base + (qp.row[j] + tb.Wi[j]) * rs);
+  const int64_t step = static_cast<int64_t>(rs * sizeof(VT));
+  for (int64_t b = 0; b < bytes; b += 64) {
+    __builtin_prefetch(r0 + b, RW, 3);
+    __builtin_prefetch(r0 + step + b, RW, 3);
+    __builtin_prefetch(r2 + b, RW, 3);
+    __builtin_prefetch(r2 + step + b, RW, 3);
+  }
+}
+
 // out[d .. d + BV*W) = sum over corners of weight * row[d ..]; BV vectors per row block,
 // two accumulator sets so that each FMA chain is half as long.
 template <int BV, typename VT, typename A>
-STKIT_INLINE void gather_block(const VT* __restrict base, int64_t rs, const PointTables<A>& tb,
-                               const QueryPoints<A>& qp, int64_t LP, int64_t d,
+STKIT_INLINE void gather_block(const VT* __restrict base, int64_t rs, int64_t len,
+                               const PointTables<A>& tb, const QueryPoints<A>& qp, int64_t LP,
+                               int64_t d,
                                A* __restrict out) {
   using V = typename Simd<A>::V;
   constexpr int W = Simd<A>::W;
@@ -385,11 +459,14 @@ STKIT_INLINE void gather_block(const VT* __restrict base, int64_t rs, const Poin
   for (int v = 0; v < BV; ++v) a[v] = b[v] = V{};
   const int32_t* __restrict fast = qp.fast.data();
   const int32_t* __restrict row = qp.row.data();
-  const int64_t* __restrict below = tb.below.data();
+  const int32_t* __restrict Wi = tb.Wi.data();
+  const int64_t bytes = d == 0 ? static_cast<int64_t>(len * sizeof(VT)) : 0;  // first pass
   for (int64_t j = 0; j < LP; ++j) {
+    if (j + kPrefetchAhead < LP)
+      prefetch_point<0, VT, A>(base, rs, bytes, tb, qp, j + kPrefetchAhead);
     if (!fast[j]) continue;
     const VT* r0 = base + row[j] * rs + d;
-    const VT* r2 = r0 + below[j];
+    const VT* r2 = r0 + Wi[j] * rs;
     const A k0 = qp.c0[j], k1 = qp.c1[j], k2 = qp.c2[j], k3 = qp.c3[j];
     for (int v = 0; v < BV; ++v) {
       a[v] += k0 * load<VT, A>(r0 + v * W);
@@ -399,7 +476,7 @@ STKIT_INLINE void gather_block(const VT* __restrict base, int64_t rs, const Poin
     }
   }
   for (int64_t e = 0; e < qp.n_corners; ++e) {
-    const VT* r = base + qp.off[e] + d;
+    const VT* r = base + qp.srow[e] * rs + d;
     for (int v = 0; v < BV; ++v) a[v] += qp.cw[e] * load<VT, A>(r + v * W);
   }
   for (int v = 0; v < BV; ++v) store<A>(out + d + v * W, a[v] + b[v]);
@@ -412,11 +489,11 @@ STKIT_INLINE void gather(const VT* __restrict base, int64_t rs, int64_t len,
                          A* __restrict out) {
   constexpr int W = Simd<A>::W;
   int64_t d = 0;
-  for (; d + 4 * W <= len; d += 4 * W) gather_block<4, VT, A>(base, rs, tb, qp, LP, d, out);
+  for (; d + 4 * W <= len; d += 4 * W) gather_block<4, VT, A>(base, rs, len, tb, qp, LP, d, out);
   switch ((len - d) / W) {
-    case 3: gather_block<3, VT, A>(base, rs, tb, qp, LP, d, out); d += 3 * W; break;
-    case 2: gather_block<2, VT, A>(base, rs, tb, qp, LP, d, out); d += 2 * W; break;
-    case 1: gather_block<1, VT, A>(base, rs, tb, qp, LP, d, out); d += W; break;
+    case 3: gather_block<3, VT, A>(base, rs, len, tb, qp, LP, d, out); d += 3 * W; break;
+    case 2: gather_block<2, VT, A>(base, rs, len, tb, qp, LP, d, out); d += 2 * W; break;
+    case 1: gather_block<1, VT, A>(base, rs, len, tb, qp, LP, d, out); d += W; break;
     default: break;
   }
   for (; d < len; ++d) {
@@ -424,11 +501,12 @@ STKIT_INLINE void gather(const VT* __restrict base, int64_t rs, int64_t len,
     for (int64_t j = 0; j < LP; ++j) {
       if (!qp.fast[j]) continue;
       const VT* r0 = base + qp.row[j] * rs + d;
-      const VT* r2 = r0 + tb.below[j];
+      const VT* r2 = r0 + tb.Wi[j] * rs;
       s += qp.c0[j] * static_cast<A>(r0[0]) + qp.c1[j] * static_cast<A>(r0[rs]) +
            qp.c2[j] * static_cast<A>(r2[0]) + qp.c3[j] * static_cast<A>(r2[rs]);
     }
-    for (int64_t e = 0; e < qp.n_corners; ++e) s += qp.cw[e] * static_cast<A>(base[qp.off[e] + d]);
+    for (int64_t e = 0; e < qp.n_corners; ++e)
+      s += qp.cw[e] * static_cast<A>(base[qp.srow[e] * rs + d]);
     out[d] = s;
   }
 }
@@ -441,7 +519,7 @@ struct FwdArgs {
   T* out;          // (N, Lq, M * D)
   Geometry g;
   Plan plan;
-  std::atomic<int64_t>* next;  // the next unclaimed task id
+  TaskQueue* queue;
 };
 
 template <typename T>
@@ -451,15 +529,15 @@ STKIT_INLINE void forward_tasks(const FwdArgs<T>& a) {
   const Plan& plan = a.plan;
   const int64_t K = plan.chunks, D = g.D, MD = g.M * g.D, LP = g.L * g.P;
   const int64_t LPW = (LP + Simd<A>::W - 1) / Simd<A>::W * Simd<A>::W;  // padded
-  const PointTables<A> tb(g, plan.rs, LPW);
+  int64_t t = a.queue->claim();
+  if (t >= a.queue->n) return;  // a helper that woke late: touch nothing else
+  // Scratch buffers live across the tasks of this thread.
+  const PointTables<A> tb(g, LPW);
   QueryPoints<A> qp(LP, LPW);
   std::vector<A> acc(static_cast<size_t>(plan.len));
   std::vector<A> staged(plan.stage ? static_cast<size_t>(g.S * plan.len) : 0);
   int64_t staged_head = -1;
-  // Claim tasks one at a time: a thread that starts late (busy machine) or runs slower
-  // simply does fewer of them. Scratch buffers live across the tasks of this thread.
-  const int64_t n_tasks = g.N * g.M * K;
-  for (int64_t t; (t = a.next->fetch_add(1, std::memory_order_relaxed)) < n_tasks;) {
+  for (; t < a.queue->n; t = a.queue->claim()) {
     const int64_t chunk = t % K, nm = t / K, m = nm % g.M, n = nm / g.M;
     const int64_t q0 = g.Lq * chunk / K, q1 = g.Lq * (chunk + 1) / K;
     const T* vhead = a.value + n * g.S * MD + m * D;  // value[n, 0, m, :]
@@ -469,11 +547,11 @@ STKIT_INLINE void forward_tasks(const FwdArgs<T>& a) {
     }
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t i0 = ((n * g.Lq + q) * g.M + m) * LP;  // first point of (n, q, m)
-      resolve<T, A>(a.loc, a.attn, i0, LP, plan.rs, tb, qp);
+      resolve<T, A>(a.loc, a.attn, i0, LP, tb, qp);
       if (plan.stage)
-        gather<A, A>(staged.data(), plan.rs, plan.len, tb, qp, LP, acc.data());
+        gather<A, A>(staged.data(), plan.vrs, plan.len, tb, qp, LP, acc.data());
       else
-        gather<T, A>(vhead, plan.rs, plan.len, tb, qp, LP, acc.data());
+        gather<T, A>(vhead, plan.vrs, plan.len, tb, qp, LP, acc.data());
       T* o = a.out + (n * g.Lq + q) * MD + m * D;
       if (qp.nan_out) {
         for (int64_t d = 0; d < D; ++d) o[d] = static_cast<T>(std::numeric_limits<A>::quiet_NaN());
@@ -481,6 +559,7 @@ STKIT_INLINE void forward_tasks(const FwdArgs<T>& a) {
         for (int64_t d = 0; d < D; ++d) o[d] = static_cast<T>(acc[d]);
       }
     }
+    a.queue->finish();
   }
 }
 
@@ -499,7 +578,7 @@ struct BwdArgs {
   T* grad_attn;                    // (N, Lq, M, L, P)
   Geometry g;
   Plan plan;
-  std::atomic<int64_t>* next;      // the next unclaimed task id
+  TaskQueue* queue;
 };
 
 // One corner row: u += g * row (lane-wise partial dot product), grow += c * g.
@@ -534,31 +613,38 @@ STKIT_INLINE void dot_scatter_row(const VT* __restrict r, A* grow, A c,
 
 // Phase 2 of the backward pass for one (query, head): fills U (slot-major: corner k of
 // point j at slot k * LP + j, W lanes each) and tails, and scatters into grad rows.
-// Value rows and grad rows share offsets (same layout and row stride).
+// Value rows are vrs elements apart, grad rows grs (a head of value or its staged copy;
+// grad_value itself, a workspace or a per-thread buffer).
 template <int NV, typename VT, typename A>
-STKIT_INLINE void dot_scatter(const VT* __restrict vbase, A* gbase, int64_t rs, int64_t len,
-                              const PointTables<A>& tb, const QueryPoints<A>& qp, int64_t LP,
-                              const A* __restrict gr, A* __restrict U, A* __restrict tails) {
+STKIT_INLINE void dot_scatter(const VT* __restrict vbase, int64_t vrs, A* gbase, int64_t grs,
+                              int64_t len, const PointTables<A>& tb, const QueryPoints<A>& qp,
+                              int64_t LP, const A* __restrict gr, A* __restrict U,
+                              A* __restrict tails) {
   using V = typename Simd<A>::V;
   constexpr int W = Simd<A>::W;
   V gv[NV > 0 ? NV : 1];
   if constexpr (NV > 0)
     for (int v = 0; v < NV; ++v) gv[v] = load<A, A>(gr + v * W);
+  const int64_t vbytes = static_cast<int64_t>(len * sizeof(VT)), gbytes = len * sizeof(A);
   for (int64_t j = 0; j < LP; ++j) {
+    if (j + kPrefetchAhead < LP) {
+      prefetch_point<0, VT, A>(vbase, vrs, vbytes, tb, qp, j + kPrefetchAhead);
+      prefetch_point<1, A, A>(gbase, grs, gbytes, tb, qp, j + kPrefetchAhead);
+    }
     if (!qp.fast[j]) continue;
-    const int64_t o0 = qp.row[j] * rs, o2 = o0 + tb.below[j];
-    const int64_t o[4] = {o0, o0 + rs, o2, o2 + rs};
+    const int64_t r[4] = {qp.row[j], qp.row[j] + 1, qp.row[j] + tb.Wi[j], qp.row[j] + tb.Wi[j] + 1};
     const A c[4] = {qp.c0[j], qp.c1[j], qp.c2[j], qp.c3[j]};
     for (int k = 0; k < 4; ++k) {
       V u{};
-      dot_scatter_row<NV, VT, A>(vbase + o[k], gbase + o[k], c[k], gv, gr, len, u,
+      dot_scatter_row<NV, VT, A>(vbase + r[k] * vrs, gbase + r[k] * grs, c[k], gv, gr, len, u,
                                  tails + k * LP + j);
       store<A>(U + (k * LP + j) * W, u);
     }
   }
   for (int64_t e = 0; e < qp.n_corners; ++e) {
     V u{};
-    dot_scatter_row<NV, VT, A>(vbase + qp.off[e], gbase + qp.off[e], qp.cw[e], gv, gr, len, u,
+    const int64_t r = qp.srow[e];
+    dot_scatter_row<NV, VT, A>(vbase + r * vrs, gbase + r * grs, qp.cw[e], gv, gr, len, u,
                                tails + qp.slot[e]);
     store<A>(U + static_cast<int64_t>(qp.slot[e]) * W, u);
   }
@@ -584,21 +670,22 @@ STKIT_INLINE void backward_queries(const BwdArgs<T>& a, int64_t n, int64_t m, in
   using A = at::opmath_type<T>;
   constexpr int W = Simd<A>::W;
   const Geometry& g = a.g;
-  const int64_t D = g.D, MD = g.M * g.D, LP = g.L * g.P, rs = a.plan.rs, len = a.plan.len;
+  const Plan& plan = a.plan;
+  const int64_t D = g.D, MD = g.M * g.D, LP = g.L * g.P, len = plan.len;
   A* __restrict s = sc.s.data();
   A* __restrict tails = sc.tails.data();
   for (int64_t q = q0; q < q1; ++q) {
     const T* go = a.grad_out + (n * g.Lq + q) * MD + m * D;
     for (int64_t d = 0; d < D; ++d) sc.gr[d] = static_cast<A>(go[d]);  // padding stays 0
     const int64_t i0 = ((n * g.Lq + q) * g.M + m) * LP;
-    resolve<T, A>(a.loc, a.attn, i0, LP, rs, tb, qp);
+    resolve<T, A>(a.loc, a.attn, i0, LP, tb, qp);
     // Slots of slow points may be left unwritten by phase 2: clear them (and all tails).
     for (int64_t e = 0; e < qp.n_slow; ++e)
       for (int k = 0; k < 4; ++k)
         std::fill_n(sc.U.data() + (k * LP + qp.slow[e]) * W, W, A(0));
     if (NV == 0) std::fill(sc.tails.begin(), sc.tails.end(), A(0));
-    dot_scatter<NV, VT, A>(vhead, ghead, rs, len, tb, qp, LP, sc.gr.data(), sc.U.data(),
-                           tails);
+    dot_scatter<NV, VT, A>(vhead, plan.vrs, ghead, plan.grs, len, tb, qp, LP, sc.gr.data(),
+                           sc.U.data(), tails);
     lane_sums<A>(sc.U.data(), 4 * LP, s);
     if (NV == 0)
       for (int64_t e = 0; e < 4 * LP; ++e) s[e] += tails[e];
@@ -651,27 +738,32 @@ STKIT_INLINE void backward_tasks(const BwdArgs<T>& a) {
   const Plan& plan = a.plan;
   const int64_t K = plan.chunks, D = g.D, MD = g.M * g.D, SL = g.S * plan.len, LP = g.L * g.P;
   const int64_t LPW = (LP + Simd<A>::W - 1) / Simd<A>::W * Simd<A>::W;  // padded
-  const PointTables<A> tb(g, plan.rs, LPW);
+  int64_t t = a.queue->claim();
+  if (t >= a.queue->n) return;  // a helper that woke late: touch nothing else
+  // Scratch buffers live across the tasks of this thread.
+  const PointTables<A> tb(g, LPW);
   QueryPoints<A> qp(LP, LPW);
   BwdScratch<A> sc(plan.len, LP);
   std::vector<A> staged(plan.stage ? static_cast<size_t>(SL) : 0);
-  std::vector<A> local_grad(plan.stage ? static_cast<size_t>(SL) : 0);
+  std::vector<A> local(plan.local ? static_cast<size_t>(SL) : 0);  // (S, len) grad rows
   int64_t staged_head = -1;
-  // Claim tasks one at a time: a thread that starts late (busy machine) or runs slower
-  // simply does fewer of them. Scratch buffers live across the tasks of this thread.
-  const int64_t n_tasks = g.N * g.M * K;
-  for (int64_t t; (t = a.next->fetch_add(1, std::memory_order_relaxed)) < n_tasks;) {
+  for (; t < a.queue->n; t = a.queue->claim()) {
     const int64_t chunk = t % K, nm = t / K, m = nm % g.M, n = nm / g.M;
     const int64_t q0 = g.Lq * chunk / K, q1 = g.Lq * (chunk + 1) / K;
     const int64_t head = n * g.S * MD + m * D;  // offset of [n, 0, m, 0]
     A* ws = a.direct ? nullptr : a.workspace + chunk * g.N * g.S * MD + head;
-    if (plan.stage) {
-      if (staged_head != nm) stage_head<T, A>(a.value + head, MD, staged.data(), g.S, D, plan.len);
-      staged_head = nm;
-      std::fill(local_grad.begin(), local_grad.end(), A(0));
-      backward_head<T, A>(a, n, m, q0, q1, staged.data(), local_grad.data(), tb, qp, sc);
+    if (plan.local) {
+      std::fill(local.begin(), local.end(), A(0));
+      if (plan.stage) {
+        if (staged_head != nm)
+          stage_head<T, A>(a.value + head, MD, staged.data(), g.S, D, plan.len);
+        staged_head = nm;
+        backward_head<T, A>(a, n, m, q0, q1, staged.data(), local.data(), tb, qp, sc);
+      } else {
+        backward_head<T, T>(a, n, m, q0, q1, a.value + head, local.data(), tb, qp, sc);
+      }
       // This task is the only writer of its (chunk, n, m) slice: plain stores.
-      const A* src = local_grad.data();
+      const A* src = local.data();
       if (a.direct) {
         T* dst = a.grad_value + head;
         for (int64_t s = 0; s < g.S; ++s)
@@ -687,6 +779,7 @@ STKIT_INLINE void backward_tasks(const BwdArgs<T>& a) {
     } else {
       backward_head<T, T>(a, n, m, q0, q1, a.value + head, ws, tb, qp, sc);
     }
+    a.queue->finish();
   }
 }
 
@@ -705,16 +798,27 @@ STKIT_DEFINE_WORKERS(c10::Half, f16)
 STKIT_DEFINE_WORKERS(c10::BFloat16, bf16)
 #undef STKIT_DEFINE_WORKERS
 
-// Run the task loop on plan.workers threads (ATen's OpenMP pool) or on this thread.
+// One call's arguments and task queue, shared by the calling thread and its helpers.
+// Helpers hold it by shared_ptr: one that wakes after the call has returned finds no
+// task left and reads nothing but this object (Geometry owns its level tables).
 template <typename Args>
-void run_parallel(const Args& a) {
-  if (a.plan.workers <= 1) {
-    run_tasks(a);
-    return;
-  }
-  at::parallel_for(0, a.plan.workers, 1, [&](int64_t b, int64_t e) {
-    for (int64_t w = b; w < e; ++w) run_tasks(a);
-  });
+struct Job {
+  Args args;
+  TaskQueue queue;
+  explicit Job(const Args& a) : args(a) {}
+};
+
+// Runs the tasks on the calling thread plus plan.workers - 1 helpers from ATen's
+// inter-op pool. Unlike a fork-join region, the caller never waits for a helper to be
+// scheduled: on a busy machine it just does more of the tasks itself.
+template <typename Args>
+void run_parallel(const Args& in) {
+  auto job = std::make_shared<Job<Args>>(in);
+  job->args.queue = &job->queue;
+  job->queue.n = in.g.N * in.g.M * in.plan.chunks;
+  for (int64_t w = 1; w < in.plan.workers; ++w) at::launch([job] { run_tasks(job->args); });
+  run_tasks(job->args);
+  job->queue.wait();
 }
 
 // ------------------------------------------------------------------------ validation
@@ -723,8 +827,7 @@ void run_parallel(const Args& a) {
 // Bounds are checked here so that the kernel can never read outside value.
 Geometry check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
                       const at::Tensor& level_start_index, const at::Tensor& sampling_loc,
-                      const at::Tensor& attn_weight, at::Tensor& shapes_i64,
-                      at::Tensor& starts_i64) {
+                      const at::Tensor& attn_weight) {
   TORCH_CHECK(value.dim() == 4, "ms_deform_attn: value must be (N, S, M, D), got shape ",
               value.sizes());
   TORCH_CHECK(sampling_loc.dim() == 6 && sampling_loc.size(5) == 2,
@@ -765,10 +868,11 @@ Geometry check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
   TORCH_CHECK(spatial_shapes.size(0) == g.L && level_start_index.size(0) == g.L,
               "ms_deform_attn: sampling_loc has L=", g.L, " levels but spatial_shapes has ",
               spatial_shapes.size(0), " and level_start_index has ", level_start_index.size(0));
-  shapes_i64 = spatial_shapes.to(at::kCPU, at::kLong).contiguous();
-  starts_i64 = level_start_index.to(at::kCPU, at::kLong).contiguous();
-  g.hw = shapes_i64.const_data_ptr<int64_t>();
-  g.start = starts_i64.const_data_ptr<int64_t>();
+  const at::Tensor shapes_i64 = spatial_shapes.to(at::kCPU, at::kLong).contiguous();
+  const at::Tensor starts_i64 = level_start_index.to(at::kCPU, at::kLong).contiguous();
+  g.hw.assign(shapes_i64.const_data_ptr<int64_t>(), shapes_i64.const_data_ptr<int64_t>() + 2 * g.L);
+  g.start.assign(starts_i64.const_data_ptr<int64_t>(),
+                 starts_i64.const_data_ptr<int64_t>() + g.L);
   int64_t expected_start = 0;
   for (int64_t l = 0; l < g.L; ++l) {
     const int64_t H = g.hw[2 * l], W = g.hw[2 * l + 1];
@@ -796,20 +900,19 @@ at::Tensor ms_deform_attn_cpu_forward(const at::Tensor& value, const at::Tensor&
   TORCH_CHECK(value.device().is_cpu() && sampling_loc.device().is_cpu() &&
                   attn_weight.device().is_cpu(),
               "ms_deform_attn_cpu_forward: all tensors must be on the CPU");
-  at::Tensor shapes, starts;
   const Geometry g = check_inputs(value, spatial_shapes, level_start_index, sampling_loc,
-                                  attn_weight, shapes, starts);
+                                  attn_weight);
   const at::Tensor v = value.contiguous(), loc = sampling_loc.contiguous(),
                    w = attn_weight.contiguous();
   at::Tensor out = at::empty({g.N, g.Lq, g.M * g.D}, value.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(),
                                   "ms_deform_attn_cpu_forward", [&] {
-    const Plan plan = make_plan(g, Simd<at::opmath_type<scalar_t>>::W);
-    std::atomic<int64_t> next{0};
+    using A = at::opmath_type<scalar_t>;
+    const Plan plan = plan_for<scalar_t>(g);
     const FwdArgs<scalar_t> a{v.const_data_ptr<scalar_t>(), loc.const_data_ptr<scalar_t>(),
                               w.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
-                              g, plan, &next};
+                              g, plan, nullptr};
     run_parallel(a);
   });
   return out;
@@ -824,9 +927,8 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(const at::Tensor& value,
   TORCH_CHECK(value.device().is_cpu() && sampling_loc.device().is_cpu() &&
                   attn_weight.device().is_cpu() && grad_output.device().is_cpu(),
               "ms_deform_attn_cpu_backward: all tensors must be on the CPU");
-  at::Tensor shapes, starts;
   const Geometry g = check_inputs(value, spatial_shapes, level_start_index, sampling_loc,
-                                  attn_weight, shapes, starts);
+                                  attn_weight);
   TORCH_CHECK(grad_output.dim() == 3 && grad_output.size(0) == g.N &&
                   grad_output.size(1) == g.Lq && grad_output.size(2) == g.M * g.D,
               "ms_deform_attn: grad_output must be (N, Lq, M*D) = (", g.N, ", ", g.Lq, ", ",
@@ -849,21 +951,21 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(const at::Tensor& value,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(),
                                   "ms_deform_attn_cpu_backward", [&] {
     using A = at::opmath_type<scalar_t>;
-    const Plan plan = make_plan(g, Simd<A>::W);
-    // Where grad_value accumulates: straight into the result when there is one chunk per
-    // head and either staging (each head flushed once) or no rounding is involved;
+    const Plan plan = plan_for<scalar_t>(g);
+    // Where grad_value lands: straight into the result when there is one chunk per head
+    // and either a local buffer (each head written out once) or no rounding is involved;
     // otherwise into K float/double buffers that are summed and rounded at the end.
-    const bool direct = plan.chunks == 1 && (plan.stage || !reduced);
+    // Local buffers overwrite whole head slices, so their targets need no zero-fill.
+    const bool direct = plan.chunks == 1 && (plan.local || !reduced);
     at::Tensor ws;
     if (direct) {
-      grad_value = plan.stage ? at::empty_like(v) : at::zeros_like(v);
+      grad_value = plan.local ? at::empty_like(v) : at::zeros_like(v);
     } else {
       const auto opts = v.options().dtype(c10::CppTypeToScalarType<A>::value);
-      ws = plan.stage ? at::empty({plan.chunks, g.N, g.S, g.M, g.D}, opts)
+      ws = plan.local ? at::empty({plan.chunks, g.N, g.S, g.M, g.D}, opts)
                       : at::zeros({plan.chunks, g.N, g.S, g.M, g.D}, opts);
       grad_value = at::empty_like(v);
     }
-    std::atomic<int64_t> next{0};
     const BwdArgs<scalar_t> a{v.const_data_ptr<scalar_t>(),
                               loc.const_data_ptr<scalar_t>(),
                               w.const_data_ptr<scalar_t>(),
@@ -875,7 +977,7 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(const at::Tensor& value,
                               grad_attn.mutable_data_ptr<scalar_t>(),
                               g,
                               plan,
-                              &next};
+                              nullptr};
     run_parallel(a);
     if (!direct) {
       // Sum the K buffers and round to the value dtype.
@@ -906,4 +1008,16 @@ std::string ms_deform_attn_cpu_info() {
     simd = "baseline x86-64 clone";
 #endif
   return "simd=" + simd + ", threads=" + std::to_string(at::get_num_threads());
+}
+
+std::string ms_deform_attn_cpu_plan(int64_t N, int64_t S, int64_t M, int64_t D, int64_t Lq,
+                                    int64_t L, int64_t P, c10::ScalarType dtype) {
+  TORCH_CHECK(N >= 0 && S >= 0 && M >= 0 && D >= 0 && Lq >= 0 && L >= 0 && P >= 0,
+              "ms_deform_attn_cpu_plan: sizes must be non-negative");
+  Geometry g;
+  g.N = N, g.S = S, g.M = M, g.D = D, g.Lq = Lq, g.L = L, g.P = P;
+  std::string out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ms_deform_attn_cpu_plan",
+                                  [&] { out = describe(plan_for<scalar_t>(g)); });
+  return out;
 }
