@@ -65,14 +65,19 @@ def plot_bilinear_sampling(values, loc=(0.43, 0.62)):
     a.axis("off")
     a.set_title("loc 0 and 1 are the outer edges of the border pixels", fontsize=9)
     # Right: the 2-D map, the point, its corners.
-    b.imshow(v, cmap="Greys", alpha=0.6)
+    span = float(v.max() - v.min()) or 1.0  # even the smallest value gets a visible shade
+    b.imshow(v, cmap="Blues", vmin=v.min() - 0.35 * span, vmax=v.max() + 0.1 * span)
+    for k in range(W + 1):
+        b.axvline(k - 0.5, color="white", lw=1)
+    for k in range(H + 1):
+        b.axhline(k - 0.5, color="white", lw=1)
     for (y, x), val in np.ndenumerate(v):
-        b.text(x - 0.42, y + 0.4, f"{val:g}", fontsize=7, color="0.35")
+        b.text(x - 0.42, y + 0.4, f"V={val:g}", fontsize=8, color="black")
     for x, y, wgt, inside in corners:
         colour = "tab:orange" if inside else "0.6"
         b.plot(x, y, "s", color=colour, ms=9)
         b.text(x + 0.08, y - 0.12, f"w={wgt:.2f}" + ("" if inside else " (outside: 0)"),
-               fontsize=8, color=colour)
+               fontsize=8, color="black", bbox=dict(facecolor="white", alpha=0.85, lw=0, pad=1))
     b.plot(px, py, "o", color="tab:red", ms=8)
     sample = sum(wgt * v[y, x] for x, y, wgt, inside in corners if inside)
     b.set_title(f"sample at pixel ({px:.2f}, {py:.2f}) = {sample:.3f}", fontsize=9)
