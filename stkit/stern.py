@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .stn import AttentionSTN, STNConfig
+from .weights import torchvision_model
 
 BACKBONES = ("small", "vgg16", "resnet18", "resnet50", "densenet121")
 
@@ -52,17 +53,7 @@ def small_cnn(in_channels: int = 1, width: int = 32, pool: str = "max") -> nn.Se
 
 def _torchvision_backbone(name: str, pretrained: bool) -> nn.Module:
     """A torchvision classifier with its last layer replaced by a single-logit Linear."""
-    import torchvision.models as tvm
-
-    weights = {"vgg16": "IMAGENET1K_V1", "resnet18": "IMAGENET1K_V1", "resnet50": "IMAGENET1K_V2", "densenet121": "IMAGENET1K_V1"}[name]
-    try:
-        net = getattr(tvm, name)(weights=weights if pretrained else None)
-    except Exception as err:  # urllib / socket errors when offline
-        raise RuntimeError(
-            f"could not load ImageNet weights for {name} ({type(err).__name__}: {err}). "
-            "The kit downloads nothing unless asked; with no network, put the torchvision weight file in "
-            f"{_torch_hub_dir()}/checkpoints/ or use pretrained=False."
-        ) from err
+    net = torchvision_model(name, pretrained)
     if name == "vgg16":
         net.classifier[-1] = nn.Linear(net.classifier[-1].in_features, 1)
     elif name.startswith("resnet"):
@@ -70,10 +61,6 @@ def _torchvision_backbone(name: str, pretrained: bool) -> nn.Module:
     else:
         net.classifier = nn.Linear(net.classifier.in_features, 1)
     return net
-
-
-def _torch_hub_dir() -> str:
-    return torch.hub.get_dir()
 
 
 class Backbone(nn.Module):
