@@ -6,7 +6,7 @@
 //   torch.ops.stkit_ext.cpu_plan(N, S, M, D, Lq, L, P, dtype) -> str (the CPU strategy)
 // The dispatcher routes CPU tensors to the CPU kernel and, in a WITH_CUDA build, CUDA
 // tensors to the CUDA kernel. Autograd, fake tensors and torch.compile support live in
-// Python (stkit/ops/_custom_op.py), which wraps these raw kernels in stkit::ms_deform_attn.
+// Python (stkit/ops/custom_op.py), which wraps these raw kernels in stkit::ms_deform_attn.
 // No pybind11 here: the library is loaded with torch.ops.load_library, which keeps the
 // build light and independent of the Python version.
 #include <string>
