@@ -88,3 +88,26 @@ def test_evaluate_detector_covers_every_frame_and_labels_protocols():
     for k in ("val_ap", "val_ap50", "val_ap75", "key_ap", "key_ap50", "key_ap75"):
         assert 0.0 <= m[k] <= 1.0
     assert m["fps_shuffle"] > 0 and m["fps_per_frame"] > 0 and "per_frame_ap" not in m
+
+
+def test_figures_render(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from stkit.stnet.evaluate import single_batch
+    from stkit.stnet.inference import decoder_attention, predict_clip
+    from stkit.viz.stnet import attention_per_frame, plot_clip_detections, plot_speed, render_query_points
+
+    torch.manual_seed(0)
+    model = build_stnet(stnet_config("smoke")).eval()
+    item = FakeVideos()[2]
+    batch = single_batch(item)
+    layers = decoder_attention(model, batch, current=1)
+    per = attention_per_frame({k: v[0] for k, v in layers[-1]["attention"].items()}, 1, 3)
+    assert math.isclose(sum(float(w.sum()) for _, w in per), model.cfg.n_heads, rel_tol=1e-5)
+    assert all(loc.shape[-1] == 2 for loc, _ in per)
+    fig = render_query_points(item["frames"], layers, query=0, head=None, current=1)
+    assert len(fig.axes) == 4  # 3 frames and a colour bar
+    render_query_points(item["frames"], layers, query=1, layer=0, head=1)
+    preds = predict_clip(model, batch, "shuffle")
+    plot_clip_detections(item["frames"], item["targets"], preds, score_threshold=0.0)
+    plot_speed({"shuffle": 3.0, "per frame": 1.0}).savefig(tmp_path / "speed.png")

@@ -19,7 +19,7 @@ import torch
 from .detector import STNet, check_clip
 from .postprocess import postprocess
 
-__all__ = ["predict_clip", "shuffle_items", "MODES"]
+__all__ = ["predict_clip", "shuffle_items", "decoder_attention", "MODES"]
 
 MODES = ("shuffle", "per_frame")
 
@@ -64,3 +64,23 @@ def predict_clip(model: STNet, batch: dict, mode: str = "shuffle", k: int | None
         det.update(clip=b, frame=t, image_id=int(batch["targets"][b][t]["image_id"]))
         preds.append(det)
     return preds
+
+
+@torch.no_grad()
+def decoder_attention(model: STNet, batch: dict, clip: int = 0, current: int = 0) -> list[dict]:
+    """Per decoder layer, where frame ``current`` of clip ``clip`` looked: a dict with
+    "boxes" (Q, 4), "logits" (Q, C), "reference" (Q, L, 2|4) and the STDA dict "attention"
+    ("loc"/"attn" on the frame itself, "loc_t"/"attn_t" on the others, see ``STDA``),
+    all for that one item. For the figures of ``stkit.viz.stnet``."""
+    device = next(model.parameters()).device
+    frames, mask = batch["frames"].to(device), batch["mask"].to(device)
+    check_clip(frames, mask, model.cfg.n_frames)
+    mem = model.encode(frames, mask)
+    out = model.decode(mem, torch.tensor([clip], device=device), torch.tensor([current], device=device),
+                       return_attention=True)
+    layers = []
+    for layer in [*out["aux"], out]:
+        layers.append({"boxes": layer["boxes"][0].cpu(), "logits": layer["logits"][0].cpu(),
+                       "reference": layer["reference"][0].cpu(),
+                       "attention": {k: v[0].cpu() for k, v in layer["attention"].items()}})
+    return layers
