@@ -400,3 +400,15 @@ def test_to_coco_scores_perfect_detections_with_pycocotools(tmp_path):
     assert all(a["area"] == pytest.approx(abs(b[2] * b[3])) for a, b in zip(gt.dataset["annotations"], raw))
     keys = {("benign/va", 0), ("benign/va", 5)}
     assert len(buv.to_coco(s, keys)["images"]) == 2
+
+
+def test_dataset_errors_name_the_frame_and_entry(tmp_path):
+    root = two_videos(tmp_path)
+    (root / "rawframes/benign/va/000002.png").write_bytes(b"not a png")
+    ds = BUVClipDataset(root, "train", train=False)
+    with pytest.raises(ValueError, match=r"benign/va/000002.png: cannot decode frame .*images\[2\] of .*train_15frames.json"):
+        ds[2]
+    edit_json(root, "train", lambda d: d["annotations"][6].update(bbox=[40, 2, 5, 5]))   # right of a 24-px frame
+    ds = BUVClipDataset(root, "train", train=False)
+    with pytest.raises(buv.BUVFormatError, match=r"annotations\[6\]: bbox lies outside its 20x24 frame malignant/vc/000001.png"):
+        ds[6]
