@@ -772,12 +772,14 @@ STKIT_INLINE void backward_tasks(const BwdArgs<T>& a) {
         for (int64_t s = 0; s < g.S; ++s)
           for (int64_t d = 0; d < D; ++d) ws[s * MD + d] = src[s * plan.len + d];
       }
-    } else if constexpr (std::is_same_v<T, A>) {
-      // Accumulate in place: grad_value itself (zero-filled) or a zero-filled workspace.
-      A* gv = a.direct ? a.grad_value + head : ws;
-      backward_head<T, T>(a, n, m, q0, q1, a.value + head, gv, tb, qp, sc);
     } else {
-      backward_head<T, T>(a, n, m, q0, q1, a.value + head, ws, tb, qp, sc);
+      // Accumulate in place: into grad_value itself or this chunk's workspace slice,
+      // zeroed here by its only writer (no fork-join fill before the tasks).
+      A* gv = ws;
+      if constexpr (std::is_same_v<T, A>)
+        if (a.direct) gv = a.grad_value + head;
+      for (int64_t s = 0; s < g.S; ++s) std::fill_n(gv + s * MD, D, A(0));
+      backward_head<T, T>(a, n, m, q0, q1, a.value + head, gv, tb, qp, sc);
     }
     a.queue->finish();
   }
@@ -955,16 +957,13 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(const at::Tensor& value,
     // Where grad_value lands: straight into the result when there is one chunk per head
     // and either a local buffer (each head written out once) or no rounding is involved;
     // otherwise into K float/double buffers that are summed and rounded at the end.
-    // Local buffers overwrite whole head slices, so their targets need no zero-fill.
+    // Each task zeroes or overwrites its whole head slice, so nothing is filled here.
     const bool direct = plan.chunks == 1 && (plan.local || !reduced);
     at::Tensor ws;
-    if (direct) {
-      grad_value = plan.local ? at::empty_like(v) : at::zeros_like(v);
-    } else {
+    grad_value = at::empty_like(v);
+    if (!direct) {
       const auto opts = v.options().dtype(c10::CppTypeToScalarType<A>::value);
-      ws = plan.local ? at::empty({plan.chunks, g.N, g.S, g.M, g.D}, opts)
-                      : at::zeros({plan.chunks, g.N, g.S, g.M, g.D}, opts);
-      grad_value = at::empty_like(v);
+      ws = at::empty({plan.chunks, g.N, g.S, g.M, g.D}, opts);
     }
     const BwdArgs<scalar_t> a{v.const_data_ptr<scalar_t>(),
                               loc.const_data_ptr<scalar_t>(),
@@ -980,17 +979,16 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(const at::Tensor& value,
                               nullptr};
     run_parallel(a);
     if (!direct) {
-      // Sum the K buffers and round to the value dtype.
+      // Sum the K buffers and round to the value dtype (on this thread: a fork-join
+      // region would wait for every pool thread to be scheduled on a busy machine).
       const A* src = ws.const_data_ptr<A>();
       scalar_t* dst = grad_value.mutable_data_ptr<scalar_t>();
       const int64_t E = v.numel(), K = plan.chunks;
-      at::parallel_for(0, E, 32768, [&](int64_t b, int64_t e) {
-        for (int64_t j = b; j < e; ++j) {
-          A s = src[j];
-          for (int64_t k = 1; k < K; ++k) s += src[k * E + j];
-          dst[j] = static_cast<scalar_t>(s);
-        }
-      });
+      for (int64_t j = 0; j < E; ++j) {
+        A s = src[j];
+        for (int64_t k = 1; k < K; ++k) s += src[k * E + j];
+        dst[j] = static_cast<scalar_t>(s);
+      }
     }
   });
   return {grad_value, grad_loc, grad_attn};
