@@ -1,9 +1,29 @@
-"""Benchmarks: ``python -m stkit.bench ops`` times the deformable-attention op.
+"""``python -m stkit.ops.bench ops``: times the deformable-attention op against a roofline.
 
 For each shape and dtype it times the grid_sample reference and the compiled kernel (if
 built for the device) in the same run: forward alone (under no_grad) and forward +
 backward, median over repeats after warm-up, and prints the speedup over the reference.
-``run_ops_benchmark`` returns the same numbers as a list of dicts (notebook 04 plots them).
+In the same run it measures the machine's two limits, so that every figure says how far
+it is from them (the roofline):
+    copy GB/s   a large tensor copy (bytes read + written per second), the memory limit
+    GFMA/s      a large float32 (float64/half: that dtype) matmul, n^3 multiply-adds
+                per second, the arithmetic limit
+Both run with the benchmark's thread count. This is a script, not a test: timings depend
+on the machine and on what else runs on it; ratios measured in one run vary less.
+
+Byte and sample model (``work``): a *sample* is one bilinear point, one (n, q, m, l, p);
+it blends 4 corner rows of D channels, i.e. 4*D multiply-adds forward and about twice that
+backward (the dot product <grad_out, row> and the scatter into grad_value), so
+    FMA limit, forward     samples/s <= GFMA/s / (4 D)
+    FMA limit, fwd + bwd   samples/s <= GFMA/s / (12 D)   (forward, then backward)
+The bytes that must move at least once (element size e):
+    forward    rows touched * D * e            (the distinct value rows any corner reads,
+                                                counted exactly from the locations)
+               + locations + weights + output
+    fwd + bwd  forward, then again the rows touched, locations, weights, and grad_out read,
+               grad_value written whole (N*S*M*D*e), grad locations and weights written
+Achieved GB/s = those bytes / time; "%bw" and "%fma" are the achieved fraction of each
+limit. A kernel is close to the roofline when one of the two is near 100%.
 
 Shapes (M=8 heads, D=32 channels, P=4 points unless noted):
     T  tiny smoke case: N=1, levels 16x16, 8x8, Lq=S, M=2, D=8, P=2
@@ -11,7 +31,7 @@ Shapes (M=8 heads, D=32 channels, P=4 points unless noted):
     B  decoder-like: same value as A, Lq=300 queries
     C  Deformable DETR encoder at 800x1333 (levels 100x167, 50x84, 25x42, 13x21),
        N=2, Lq=S; GPU only (the reference alone takes seconds per call on a CPU)
-This is a script, not a test: timings depend on the machine and on what else runs on it.
+    stnet-*  the calls of the kit's STNet quick and paper configs (see STNET below)
 """
 
 from __future__ import annotations
@@ -25,21 +45,23 @@ from dataclasses import dataclass
 
 import torch
 
-from . import ops
+import stkit.ops as ops
 
-__all__ = ["SHAPES", "BenchShape", "make_inputs", "run_ops_benchmark", "main"]
+__all__ = ["SHAPES", "BenchShape", "make_inputs", "work", "roofline", "run_ops_benchmark",
+           "main"]
 
 
 @dataclass(frozen=True)
 class BenchShape:
     name: str
-    N: int
-    levels: tuple[tuple[int, int], ...]
-    Lq: int | None  # None: Lq = S (encoder self-attention)
-    M: int = 8
-    D: int = 32
-    P: int = 4
-    gpu_only: bool = False
+    N: int                                # batch
+    levels: tuple[tuple[int, int], ...]   # (H, W) of each level (or pseudo-level)
+    Lq: int | None                        # queries; None: Lq = S (encoder self-attention)
+    M: int = 8                            # heads
+    D: int = 32                           # channels per head
+    P: int = 4                            # points per level
+    gpu_only: bool = False                # the CPU reference would take too long
+    note: str = ""                        # what the shape stands for
 
     @property
     def S(self) -> int:
@@ -50,17 +72,37 @@ class BenchShape:
         return self.S if self.Lq is None else self.Lq
 
     def describe(self) -> str:
-        lv = ", ".join(f"{h}x{w}" for h, w in self.levels)
+        lv = ", ".join(f"{h}x{w}" for h, w in dict.fromkeys(self.levels))
+        rep = len(self.levels) // max(len(dict.fromkeys(self.levels)), 1)
+        lv = f"{rep} x ({lv})" if rep > 1 else lv
         return (f"N={self.N}, levels {lv}, Lq={self.queries}, M={self.M}, D={self.D}, "
-                f"P={self.P}")
+                f"P={self.P}" + (f"; {self.note}" if self.note else ""))
 
 
 _A_LEVELS = ((64, 64), (32, 32), (16, 16), (8, 8))
+_QUICK = ((16, 20), (8, 10), (4, 5), (2, 3))    # STNet quick: one frame's 4 levels
+_PAPER = ((64, 84), (32, 42), (16, 21), (8, 11))  # STNet paper: one frame's 4 levels
+# The kit's STNet calls the op twice per attention layer: once on the query's own frame
+# (4 levels, like A and B) and once on the other frames of the clip, folded into the
+# level axis as pseudo-levels. These four shapes are those second calls as the STNet
+# quick and paper configs make them (encoder: one frame's pixels as queries; decoder:
+# the object queries over all frames).
+STNET = {
+    "stnet-enc-quick": BenchShape("stnet-enc-quick", 4, _QUICK * 3, 426, M=4, D=16, P=2,
+                                  note="STNet quick encoder, 3 other frames"),
+    "stnet-dec-quick": BenchShape("stnet-dec-quick", 1, _QUICK * 4, 30, M=4, D=16, P=4,
+                                  note="STNet quick decoder, 4 frames"),
+    "stnet-enc-paper": BenchShape("stnet-enc-paper", 6, _PAPER * 5, 7144, M=8, D=32, P=2,
+                                  note="STNet paper encoder, 5 other frames"),
+    "stnet-dec-paper": BenchShape("stnet-dec-paper", 1, _PAPER * 6, 300, M=8, D=32, P=4,
+                                  note="STNet paper decoder, 6 frames"),
+}
 SHAPES: dict[str, BenchShape] = {
     "T": BenchShape("T", 1, ((16, 16), (8, 8)), None, M=2, D=8, P=2),
     "A": BenchShape("A", 2, _A_LEVELS, None),
     "B": BenchShape("B", 2, _A_LEVELS, 300),
     "C": BenchShape("C", 2, ((100, 167), (50, 84), (25, 42), (13, 21)), None, gpu_only=True),
+    **STNET,
 }
 
 
@@ -78,19 +120,70 @@ def make_inputs(shape: BenchShape, dtype: torch.dtype, device: str | torch.devic
                  for t in (value, ss, lsi, loc, attn))
 
 
-def _timeit(fn, device: torch.device, warmup: int, repeats: int) -> float:
-    """Median wall time of fn() in milliseconds."""
+def _rows_touched(value, ss, lsi, loc) -> int:
+    """Distinct (n, row, m) value rows that some in-map corner of some point reads."""
+    N, S, M, _ = value.shape
+    total = 0
+    for n in range(N):  # one batch entry at a time keeps the index tensors small
+        hw = ss.to(loc.device, torch.float64)
+        px = loc[n, ..., 0].double() * hw[:, 1, None] - 0.5  # (Lq, M, L, P)
+        py = loc[n, ..., 1].double() * hw[:, 0, None] - 0.5
+        x0, y0 = px.floor().long(), py.floor().long()
+        W, H = ss[:, 1].to(loc.device)[:, None], ss[:, 0].to(loc.device)[:, None]
+        start = lsi.to(loc.device)[:, None]
+        m = torch.arange(M, device=loc.device)[None, :, None, None]
+        seen = torch.zeros(S * M, dtype=torch.bool, device=loc.device)
+        for dy in (0, 1):
+            for dx in (0, 1):
+                x, y = x0 + dx, y0 + dy
+                ok = (x >= 0) & (x < W) & (y >= 0) & (y < H)
+                seen[((start + y * W + x) * M + m)[ok]] = True
+        total += int(seen.sum())
+    return total
+
+
+def work(shape: BenchShape, inputs) -> dict:
+    """Samples, multiply-adds and minimum bytes of one call (see the module docstring)."""
+    value, ss, lsi, loc, attn = inputs
+    e = value.element_size()
+    N, S, M, D = value.shape
+    samples = loc[..., 0].numel()                          # N * Lq * M * L * P
+    rows = _rows_touched(value, ss, lsi, loc)
+    small = (loc.numel() + attn.numel()) * e               # locations + weights
+    out = N * shape.queries * M * D * e
+    fwd = rows * D * e + small + out
+    bwd = rows * D * e + small + out + N * S * M * D * e + small  # + grads written
+    return dict(samples=samples, rows=rows, fwd_bytes=fwd, fwd_bwd_bytes=fwd + bwd,
+                fwd_fma=4 * D * samples, fwd_bwd_fma=12 * D * samples)
+
+
+def _timeit(fn, device: torch.device, warmup: int, repeats: int,
+            budget_s: float = 20.0) -> float:
+    """Median wall time of fn() in ms; fewer repeats when one call is slow (budget_s)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
     times = []
-    for _ in range(repeats):
+    for i in range(warmup + repeats):
         t0 = time.perf_counter()
         fn()
         sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        dt = time.perf_counter() - t0
+        if i >= warmup:
+            times.append(dt * 1e3)
+        if len(times) >= 1 and dt * (len(times) + 1) > budget_s:
+            break
+    return statistics.median(times) if times else dt * 1e3
+
+
+def roofline(device: torch.device, dtype: torch.dtype) -> dict:
+    """Measured copy bandwidth (GB/s, read + write) and matmul multiply-adds (GFMA/s)."""
+    src = torch.randn(64 << 20, device=device)  # 256 MB: far beyond any cache
+    dst = torch.empty_like(src)
+    copy_ms = _timeit(lambda: dst.copy_(src), device, 2, 7)
+    n = 2048 if device.type == "cuda" or dtype != torch.float64 else 1024
+    a = torch.randn(n, n, device=device).to(dtype)
+    mm_ms = _timeit(lambda: a @ a, device, 1, 5)
+    del src, dst
+    return dict(copy_gbs=2 * (64 << 20) * 4 / copy_ms / 1e6, gfmas=n ** 3 / mm_ms / 1e6)
 
 
 def _measure(fn, inputs, device, warmup, repeats) -> tuple[float, float]:
@@ -114,6 +207,33 @@ def _measure(fn, inputs, device, warmup, repeats) -> tuple[float, float]:
             _timeit(forward_backward, device, warmup, repeats))
 
 
+def _row(name, dt_name, backend, dev, fwd, fb, ref, wk, lim) -> dict:
+    """One result row: times, speedups, and the roofline figures."""
+    row = dict(shape=name, dtype=dt_name, backend=backend, device=dev.type,
+               threads=torch.get_num_threads(), fwd_ms=fwd, fwd_bwd_ms=fb,
+               speedup_fwd=ref[0] / fwd, speedup_fwd_bwd=ref[1] / fb)
+    for key, ms in (("fwd", fwd), ("fwd_bwd", fb)):
+        gbs = wk[f"{key}_bytes"] / ms / 1e6
+        msps = wk["samples"] / ms / 1e3  # million samples per second
+        msps_limit = lim["gfmas"] * 1e3 * wk["samples"] / wk[f"{key}_fma"]
+        row |= {f"{key}_gbs": gbs, f"{key}_pct_bw": 100 * gbs / lim["copy_gbs"],
+                f"{key}_msps": msps, f"{key}_pct_fma": 100 * msps / msps_limit}
+    return row
+
+
+_HEAD = (f"{'dtype':9s} {'backend':13s}|{'fwd ms':>9s} {'x':>5s} {'GB/s':>6s} {'%bw':>4s} "
+         f"{'Msmp/s':>7s} {'%fma':>4s} |{'f+b ms':>9s} {'x':>5s} {'GB/s':>6s} {'%bw':>4s} "
+         f"{'Msmp/s':>7s} {'%fma':>4s}")
+
+
+def _line(r: dict) -> str:
+    parts = [f"{r['dtype']:9s} {r['backend']:13s}"]
+    for k in ("fwd", "fwd_bwd"):
+        parts.append(f"{r[k + '_ms']:9.2f} {r['speedup_' + k]:4.1f}x {r[k + '_gbs']:6.1f} "
+                     f"{r[k + '_pct_bw']:3.0f}% {r[k + '_msps']:7.1f} {r[k + '_pct_fma']:3.0f}%")
+    return "|".join(parts) + " "
+
+
 def run_ops_benchmark(shapes=("A", "B"), dtypes=("float32",), device: str = "cpu",
                       threads: int | None = None, repeats: int = 7, warmup: int = 2,
                       verbose: bool = True) -> list[dict]:
@@ -128,32 +248,32 @@ def run_ops_benchmark(shapes=("A", "B"), dtypes=("float32",), device: str = "cpu
     kernel = ops.backend(dev)  # builds the extension if needed
     rows: list[dict] = []
     try:
+        limits = {dt: roofline(dev, getattr(torch, dt)) for dt in dtypes}
+        say(f"device {dev}, {torch.get_num_threads()} threads, kernel: {kernel}")
+        for dt, lim in limits.items():
+            say(f"limits ({dt}): copy {lim['copy_gbs']:.1f} GB/s, matmul "
+                f"{lim['gfmas']:.1f} GFMA/s")
         for name in shapes:
             shape = SHAPES[name]
             if shape.gpu_only and dev.type != "cuda":
                 say(f"shape {name}: skipped on {dev.type} (GPU only: the reference alone takes "
                     "seconds per call on a CPU)")
                 continue
-            say(f"\nshape {name}  ({shape.describe()})  device {dev}, "
-                f"{torch.get_num_threads()} threads")
-            say(f"{'dtype':10s} {'backend':14s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} "
-                f"{'fwd x':>7s} {'fwd+bwd x':>10s}")
+            say(f"\nshape {name}  ({shape.describe()})")
+            say(_HEAD)
             for dt_name in dtypes:
-                dtype = getattr(torch, dt_name)
-                inputs = make_inputs(shape, dtype, dev)
+                inputs = make_inputs(shape, getattr(torch, dt_name), dev)
+                wk = work(shape, inputs)
                 impls = [("reference", ops.ms_deform_attn_reference)]
                 if kernel.startswith("compiled"):
                     impls.append((kernel, ops.ms_deform_attn))
-                ref_times = None
+                ref = None
                 for backend_name, fn in impls:
                     fwd, fb = _measure(fn, inputs, dev, warmup, repeats)
-                    ref_times = ref_times or (fwd, fb)
-                    row = dict(shape=name, dtype=dt_name, backend=backend_name, device=dev.type,
-                               threads=torch.get_num_threads(), fwd_ms=fwd, fwd_bwd_ms=fb,
-                               speedup_fwd=ref_times[0] / fwd, speedup_fwd_bwd=ref_times[1] / fb)
-                    rows.append(row)
-                    say(f"{dt_name:10s} {backend_name:14s} {fwd:9.2f} {fb:11.2f} "
-                        f"{row['speedup_fwd']:6.1f}x {row['speedup_fwd_bwd']:9.1f}x")
+                    ref = ref or (fwd, fb)
+                    rows.append(_row(name, dt_name, backend_name, dev, fwd, fb, ref, wk,
+                                     limits[dt_name]))
+                    say(_line(rows[-1]))
             if not kernel.startswith("compiled"):
                 say(f"(no compiled kernel: {kernel})")
     finally:
@@ -162,10 +282,10 @@ def run_ops_benchmark(shapes=("A", "B"), dtypes=("float32",), device: str = "cpu
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stkit.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m stkit.ops.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["ops"], help="what to benchmark")
-    parser.add_argument("--shapes", default="A,B", help="comma list of T, A, B, C")
+    parser.add_argument("--shapes", default="A,B", help=f"comma list of {', '.join(SHAPES)}")
     parser.add_argument("--dtypes", default="float32",
                         help="comma list of float32, float64, float16, bfloat16")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -174,10 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    shapes = [s.strip().upper() for s in args.shapes.split(",") if s.strip()]
-    unknown = [s for s in shapes if s not in SHAPES]
+    by_key = {k.lower(): k for k in SHAPES}
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    unknown = [s for s in shapes if s.lower() not in by_key]
     if unknown:
         parser.error(f"unknown shape(s) {unknown}; choose from {list(SHAPES)}")
+    shapes = [by_key[s.lower()] for s in shapes]
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     bad = [d for d in dtypes if d not in ("float32", "float64", "float16", "bfloat16")]
     if bad:
