@@ -234,6 +234,57 @@ def test_empty_query_set(compiled):
     assert out.shape == (2, 0, 8)
 
 
+# ------------------------------------------------------- CPU strategies, each forced
+
+# The CPU kernel picks a strategy per call from the shape (cuda_ops/ms_deform_attn_cpu.cpp,
+# make_plan): value rows gathered in place or staged per head, grad rows accumulated in
+# place or in a per-thread buffer, query chunks with private buffers when heads are few,
+# one thread for small calls. Each case forces one choice (checked through the kernel's
+# own cpu_plan) and holds the result against the float64 reference.
+STRATEGIES = [  # (expected plan, level shapes, N, Lq, M, D, P, dtype)
+    ("value=gather, grad=in-place, chunks=1, workers=2",
+     [(40, 40), (20, 20)], 2, 60, 2, 32, 4, torch.float64),   # few queries, big map
+    ("value=stage, grad=local, chunks=1, workers=2",
+     [(6, 6), (3, 3)], 2, 200, 2, 24, 4, torch.float64),      # many queries per row
+    ("value=gather, grad=local, chunks=1, workers=2",
+     [(40, 40), (20, 20)], 2, 80, 2, 16, 4, torch.bfloat16),  # half type, few queries
+    ("value=gather, grad=in-place, chunks=1, workers=1",
+     [(258, 256)], 1, 4, 1, 32, 2, torch.float16),            # half, head too big to buffer
+    ("value=stage, grad=local, chunks=2, workers=2",
+     [(4, 4)], 1, 1200, 1, 33, 2, torch.float32),             # one head, many queries
+    ("value=gather, grad=in-place, chunks=2, workers=2",
+     [(30, 30)], 1, 400, 1, 32, 4, torch.float64),            # one head, few per row
+    ("value=gather, grad=local, chunks=2, workers=2",
+     [(30, 30)], 1, 400, 1, 32, 4, torch.bfloat16),           # ... in a half type
+    ("value=gather, grad=in-place, chunks=1, workers=1",
+     [(3, 3)], 1, 2, 1, 4, 1, torch.float64),                 # too small to split
+]
+
+
+@pytest.mark.parametrize("case", STRATEGIES, ids=lambda c: "{}-{}".format(
+    c[0].replace(", ", "-").replace("value=", "").replace("grad=", ""), str(c[-1])[6:]))
+def test_each_cpu_strategy_matches_reference(compiled, case):
+    plan, shapes, N, Lq, M, D, P, dtype = case
+    value, ss, lsi, loc, attn, grad = make_case(shapes, N, Lq, M, D, P, seed=11, margin=0.2)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        S, L = value.shape[1], len(shapes)
+        assert torch.ops.stkit_ext.cpu_plan(N, S, M, D, Lq, L, P, dtype) == plan
+        rounded = [t.to(dtype) for t in (value, loc, attn, grad)]
+        got = forward_and_grads(ops.ms_deform_attn, rounded[0], ss, lsi, *rounded[1:])
+    finally:
+        torch.set_num_threads(old)
+    # Truth: the float64 reference of the same (rounded) inputs.
+    want = forward_and_grads(reference, rounded[0].double(), ss, lsi,
+                             *[t.double() for t in rounded[1:]])
+    tol = {torch.float64: 1e-9, torch.float32: 2e-4}.get(dtype, 4 * torch.finfo(dtype).eps)
+    for name, g, w in zip(("output", "grad_value", "grad_loc", "grad_attn"), got, want):
+        assert g.dtype == dtype, name
+        scale = max(1.0, w.abs().max().item())
+        torch.testing.assert_close(g.double() / scale, w / scale, rtol=tol, atol=tol, msg=name)
+
+
 # --------------------------------------------------------------- custom op and compile
 
 def test_opcheck(compiled):
