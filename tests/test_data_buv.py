@@ -124,6 +124,19 @@ def test_support_frames_clamped_at_video_edges():
     assert support_indices(0, 2, 0, 6) == [0, 1] and support_indices(6, 2, 0, 6) == [5, 6]
 
 
+def test_clip_config_checked():
+    for bad in (dict(n_global=-1), dict(train_short_sides=()), dict(hflip=1.5), dict(crop_size=(50, 20)), dict(key_stride=0)):
+        with pytest.raises(ValueError, match=f"ClipConfig: invalid {next(iter(bad))}="):
+            ClipConfig(**bad)
+    assert ClipConfig().T == 6 and ClipConfig(n_support=4, n_global=0).T == 5
+
+
+def test_key_stride(tmp_path):
+    root = two_videos(tmp_path)
+    ds = BUVClipDataset(root, "train", ClipConfig(key_stride=3))
+    assert ds.keys == [("benign/va", 0), ("benign/va", 3), ("malignant/vc", 0), ("malignant/vc", 3), ("malignant/vc", 6)]
+
+
 def test_clip_frames_are_the_right_files(tmp_path):
     root = two_videos(tmp_path)
     ds = BUVClipDataset(root, "train", ClipConfig(test_short_side=H, max_size=None), train=False)

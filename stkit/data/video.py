@@ -45,6 +45,16 @@ class ClipConfig:
     key_stride: int = 1                       # key frames: every key_stride-th listed frame
     seed: int = 0                             # evaluation: seeds the global frames of each video
 
+    def __post_init__(self):
+        bad = [f"{k}={getattr(self, k)!r}" for k, ok in (
+            ("n_support", self.n_support >= 0), ("n_global", self.n_global >= 0),
+            ("train_short_sides", len(self.train_short_sides) > 0 and min(self.train_short_sides) >= 1),
+            ("test_short_side", self.test_short_side >= 1), ("hflip", 0 <= self.hflip <= 1), ("crop", 0 <= self.crop <= 1),
+            ("crop_size", len(self.crop_size) == 2 and 1 <= self.crop_size[0] <= self.crop_size[1]),
+            ("key_stride", self.key_stride >= 1)) if not ok]
+        if bad:
+            raise ValueError(f"ClipConfig: invalid {', '.join(bad)}")
+
     @property
     def T(self) -> int:
         return 1 + self.n_support + self.n_global
@@ -97,8 +107,6 @@ class BUVClipDataset(torch.utils.data.Dataset):
         self.info = read_split(root, split)
         self.ranges = check_listed_frames(root, self.info)       # video -> (first, last) on disk
         stride = int(self.clip.key_stride)
-        if stride < 1:
-            raise ValueError(f"key_stride must be >= 1, got {stride}")
         self.keys = [(name, i) for name, v in self.info.videos.items() for i in v.indices[::stride]]
         self._cache = {} if cache else None
         self._orders = {}                                        # eval: video -> frame order
