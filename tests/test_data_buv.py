@@ -425,3 +425,22 @@ def test_dataset_errors_name_the_frame_and_entry(tmp_path):
     ds = BUVClipDataset(root, "train", train=False)
     with pytest.raises(buv.BUVFormatError, match=r"annotations\[6\]: bbox lies outside its 20x24 frame malignant/vc/000001.png"):
         ds[6]
+
+
+def test_figures(smoke):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from stkit.viz import video as vviz
+
+    assert vviz.clip_roles(4, 2) == ["key", "key-1", "key+1", "key-2", "key+2", "global 1", "global 2"]
+    ds = BUVClipDataset(smoke, "val", ClipConfig(test_short_side=64, max_size=None))
+    fig = vviz.show_clip(ds[0], ds.frame_numbers(0))
+    assert len(fig.axes) == 6 and fig.axes[1].get_title().startswith("key-1 · #0")
+    names = ds.videos
+    assert len(vviz.contact_sheet(smoke, "val", names, n_frames=4).axes) == 4 * len(names)
+    fig, c = vviz.plot_lesion_contrast(smoke, "val", names[0])
+    assert c.shape == (len(ds.info.videos[names[0]].frames),) and np.isfinite(c).all()
+    plt.close("all")
