@@ -159,19 +159,22 @@ def work(shape: BenchShape, inputs) -> dict:
 
 def _timeit(fn, device: torch.device, warmup: int, repeats: int,
             budget_s: float = 20.0) -> float:
-    """Median wall time of fn() in ms; fewer repeats when one call is slow (budget_s)."""
+    """Median wall time of fn() in ms. A call slower than budget_s / 4 needs no warm-up,
+    and repeats stop once they would pass budget_s (the reference is slow on big shapes)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    times = []
-    for i in range(warmup + repeats):
+    times: list[float] = []
+    while len(times) < max(repeats, 1):
         t0 = time.perf_counter()
         fn()
         sync()
         dt = time.perf_counter() - t0
-        if i >= warmup:
-            times.append(dt * 1e3)
-        if len(times) >= 1 and dt * (len(times) + 1) > budget_s:
+        if warmup > 0 and dt < budget_s / 4:
+            warmup -= 1
+            continue
+        times.append(dt * 1e3)
+        if (sum(times) / 1e3 + dt) > budget_s:
             break
-    return statistics.median(times) if times else dt * 1e3
+    return statistics.median(times)
 
 
 def roofline(device: torch.device, dtype: torch.dtype) -> dict:
