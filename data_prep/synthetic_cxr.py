@@ -4,9 +4,12 @@ Each image is a schematic frontal radiograph (body outline, lungs, heart, spine,
 clavicles, shoulders) placed at a random position and scale on a larger dark canvas,
 with burned-in text, markers and nodule-like distractors OUTSIDE the lungs. Abnormal
 images carry 1 to 3 small nodules or fainter opacities strictly INSIDE the lung fields.
-A classifier that looks at the whole canvas sees the lesions small and next to look-alike
-distractors; one that first crops the thorax (what STERN's spatial transformer learns)
-sees them twice as large and without the distractors.
+The thorax covers a third to a half of the canvas width, so a classifier that sees the
+whole canvas at its glimpse size (64 px from 256) sees a lesion one pixel or less across,
+next to look-alike distractors; one that first crops the thorax (what STERN's spatial
+transformer should learn) sees it two to three times larger and without the distractors.
+Every image's thorax (rib-cage) box is recorded beside its label, so a learned crop can
+be scored against it.
 
 The output is the kit's chest X-ray label format (see data_prep/README.md), read by
 ``stkit.data.read_cxr_labels`` / ``stkit.data.CXRDataset`` exactly like the converted
@@ -30,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "2.0"
 REF = 256  # text sizes and blur are specified on a 256 px canvas and scaled to others
 
 # Every parameter of the generator, with its default. Ranges are (low, high), drawn
@@ -42,7 +45,7 @@ DEFAULTS = dict(
     abnormal_fraction=0.5,        # share of abnormal images, in every split
     split_fractions=(0.70, 0.15, 0.15),  # train/val/test share of images, split by patient
     images_per_patient=(1, 2),    # each patient has 1 or 2 images
-    thorax_width=(0.40, 0.65),    # rib cage width / canvas width
+    thorax_width=(0.32, 0.50),    # rib cage width / canvas width (small: zooming onto it pays off)
     thorax_aspect=(0.80, 1.20),   # rib cage height / width
     max_rotation=4.0,             # degrees, the thorax is tilted by up to this much
     n_lesions=(1, 3),             # lesions per abnormal image
@@ -51,7 +54,7 @@ DEFAULTS = dict(
     opacity_fraction=0.25,        # share of lesions that are opacities, not nodules
     opacity_scale=(1.8, 2.8),     # opacity radius / nodule radius ...
     opacity_contrast=(0.45, 0.65),  # ... and its peak / nodule peak (larger, fainter)
-    n_distractors=(1, 4),         # nodule-like blobs outside the lungs, any label
+    n_distractors=(2, 5),         # nodule-like blobs outside the lungs, any label
     distractor_contrast=(0.10, 0.25),
     n_text=(2, 5),                # burned-in text items outside the thorax
     noise=0.025,                  # Gaussian noise sigma per pixel, scaled by a Poisson-like sqrt(brightness)
@@ -518,8 +521,10 @@ def generate_synthetic_cxr(out_dir, size: str = "quick", seed: int = 0, verbose:
     """Write a synthetic chest X-ray data set; return the path of its labels.csv.
 
     out_dir/images/<patient_id>_<k>.png   8-bit grayscale radiographs
-    out_dir/labels.csv                    the kit's label format (one row per lesion box)
-    out_dir/thorax.csv                    path, x, y, w, h of each image's rib cage
+    out_dir/labels.csv                    the kit's label format (one row per lesion box), plus
+                                          thorax_x, thorax_y, thorax_w, thorax_h: the image's
+                                          rib-cage box in pixels (the same on each of its rows)
+    out_dir/thorax.csv                    path, x, y, w, h: the same boxes, one row per image
     out_dir/manifest.json                 generator version, seed, all parameters; written last
 
     The same seed and parameters give byte-identical files. An existing folder with the
@@ -540,12 +545,14 @@ def generate_synthetic_cxr(out_dir, size: str = "quick", seed: int = 0, verbose:
         r = render_case(int(seed), c.index, bool(c.label), p)
         Image.fromarray(r.image, mode="L").save(out / c.path, optimize=False)
         base = [c.path, c.label, c.patient_id, c.split]
+        thorax = [f"{b:.2f}" for b in r.thorax_box]       # repeated on every row of the image
         if r.boxes:
-            rows += [base + [f"{b:.2f}" for b in box] for box in r.boxes]
+            rows += [base + [f"{b:.2f}" for b in box] + thorax for box in r.boxes]
         else:
-            rows.append(base + [""] * 4)
-        thorax_rows.append([c.path] + [f"{b:.2f}" for b in r.thorax_box])
-    _write_csv(out / "labels.csv", ["path", "label", "patient_id", "split", "box_x", "box_y", "box_w", "box_h"], rows)
+            rows.append(base + [""] * 4 + thorax)
+        thorax_rows.append([c.path] + thorax)
+    _write_csv(out / "labels.csv", ["path", "label", "patient_id", "split", "box_x", "box_y", "box_w", "box_h",
+                                    "thorax_x", "thorax_y", "thorax_w", "thorax_h"], rows)
     _write_csv(out / "thorax.csv", ["path", "x", "y", "w", "h"], thorax_rows)
     summary = {s: {"images": sum(c.split == s for c in cases),
                    "abnormal": sum(c.split == s and c.label == 1 for c in cases),

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .evaluate import localisation_metrics, predict, roc_auc, window_area_fraction
+from .evaluate import localisation_metrics, predict, roc_auc, thorax_metrics, window_area_fraction
 from .recipes import IMAGE_SIZE, stern_config, stern_stages
 from .stern import STERN
+from .stn import pixels_to_theta, pyramid_glimpse
 from .train import StageResult, train_stages
 
 SPLITS = ("train", "val", "test")
@@ -35,6 +36,38 @@ def load_cxr_splits(labels_csv: str | Path, image_size=None) -> dict:
     if empty:
         raise ValueError(f"{labels_csv}: split(s) {empty} have no images")
     return splits
+
+
+class ThoraxCrops(torch.utils.data.Dataset):
+    """Step one of a detect-then-classify pipeline, done by an oracle: every image of a
+    :class:`~stkit.data.CXRDataset` cropped to its *true* thorax box and sampled at
+    ``size`` (h, w) through the image pyramid, as STERN's glimpse is. Items as the
+    dataset's: (crop (C, h, w) float32, label, index). It stands in for the paper's
+    YOLO crop with a perfect detector, so it is an upper reference for STERN's window.
+    """
+
+    def __init__(self, dataset, size: tuple[int, int]):
+        if not getattr(dataset, "has_thorax", False):
+            raise ValueError(f"{getattr(dataset, 'csv_path', 'the dataset')} has no thorax boxes to crop to")
+        crops = []
+        for start in range(0, len(dataset), 64):
+            items = [dataset[i] for i in range(start, min(start + 64, len(dataset)))]
+            x = torch.stack([it[0] for it in items])  # (b, C, H, W)
+            box = torch.stack([dataset.thorax_box(it[2]) for it in items])  # (b, 4) x, y, w, h
+            theta = pixels_to_theta(torch.cat([box[:, :2], box[:, :2] + box[:, 2:]], 1), *x.shape[-2:])
+            crops.append(pyramid_glimpse(x, theta, tuple(size)))  # (b, C, h, w)
+        self.images, self.labels, self.csv_path = torch.cat(crops), dataset.labels, dataset.csv_path
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i], i
+
+
+def oracle_splits(splits: dict, size: tuple[int, int]) -> dict:
+    """:class:`ThoraxCrops` of every split."""
+    return {name: ThoraxCrops(ds, size) for name, ds in splits.items()}
 
 
 def build_stern(size: str, variant: str = "bounded", seed: int = 0, **overrides) -> STERN:
@@ -55,6 +88,7 @@ def evaluate_stern(model: STERN, test_set, device="cpu") -> dict:
     out = {"test_auc": roc_auc(pred["labels"], pred["scores"]), "predictions": pred}
     if pred["theta"] is not None:
         h, w = test_set[0][0].shape[-2:]
+        out |= _window_vs_thorax(model, test_set, pred, h, w)
         abnormal = np.flatnonzero(pred["labels"] == 1)
         boxes = [test_set.boxes(int(pred["indices"][i])).numpy() for i in abnormal]
         if sum(len(b) for b in boxes):
@@ -71,9 +105,25 @@ def evaluate_stern(model: STERN, test_set, device="cpu") -> dict:
     return out
 
 
+def _window_vs_thorax(model: STERN, test_set, pred: dict, h: int, w: int) -> dict:
+    """Thorax IoU / coverage / best fixed window (when the data has thorax boxes) and the
+    share of windows within 0.01 of the smallest scale on either axis (bounded STN only)."""
+    out = {}
+    cfg = model.stn.cfg
+    if cfg.parameterisation == "bounded":
+        s_small = np.minimum(pred["theta"][:, 0, 0], pred["theta"][:, 1, 1])
+        out["windows_at_min_scale"] = float((s_small <= cfg.s_min + 0.01).mean())
+    if getattr(test_set, "has_thorax", False):
+        thorax = np.stack([test_set.thorax_box(int(i)).numpy() for i in pred["indices"]])
+        out |= thorax_metrics(pred["window_px"], thorax, h, w)
+    return out
+
+
 def train_variant(size: str, variant: str, splits: dict, run_dir: str | Path, seed: int = 0, device="cpu", progress: bool = True,
                   **model_overrides) -> tuple[STERN, list[StageResult]]:
-    """Build and train one variant through all its stages (checkpoints in ``run_dir/<variant>``)."""
+    """Build and train one variant through all its stages (checkpoints in ``run_dir/<variant>``).
+
+    The ``oracle`` variant needs ``splits`` of :class:`ThoraxCrops` (:func:`oracle_splits`)."""
     model = build_stern(size, variant, seed, **model_overrides)
     results = train_stages(model, splits["train"], splits["val"], stern_stages(size, variant), Path(run_dir) / variant, seed, device, progress)
     return model, results
@@ -85,8 +135,9 @@ def run_stern(labels_csv: str | Path, run_dir: str | Path, size: str = "quick", 
     results = {}
     for variant in variants:
         t0 = time.perf_counter()
-        model, stages = train_variant(size, variant, splits, run_dir, seed, device, progress)
-        ev = evaluate_stern(model, splits["test"], device)
+        data = oracle_splits(splits, stern_config(size).glimpse_size) if variant == "oracle" else splits
+        model, stages = train_variant(size, variant, data, run_dir, seed, device, progress)
+        ev = evaluate_stern(model, data["test"], device)
         ev.pop("predictions")
         results[variant] = ev | {"best_val_auc": [s.best_score for s in stages], "seconds": time.perf_counter() - t0}
         (Path(run_dir) / "results.json").write_text(json.dumps(results, indent=2))  # after each variant

@@ -56,6 +56,11 @@ SECTIONS: dict[str, dict[str, Metric]] = {
         ("mean_aspect_stage1", "mean window width/height (sx/sy) after stage 1", "", True),
         ("mean_aspect_stage2", "mean sx/sy after stage 2 (its hinge acts above Sf = 1.25)", "", True),
         ("faithful_mean_aspect", "mean sx/sy of the official parameterisation", ""),
+        ("window_thorax_iou", "mean IoU of STERN's window with the true thorax box, test split", "IoU", True),
+        ("fixed_window_thorax_iou", "mean IoU of the best single input-independent window (chosen on the test boxes)", "IoU", True),
+        ("thorax_coverage", "mean share of the thorax box inside STERN's window", "fraction", True),
+        ("windows_at_min_scale", "share of STERN's windows within 0.01 of the smallest scale on either axis", "fraction", True),
+        ("oracle_crop_test_auc", "same classifier on the true thorax crop (two-step pipeline with a perfect detector)", "AUC", True, 0.5),
         ("seconds", "wall time of the notebook's training and evaluation", "s", True),
     ),
     "ops": _m(

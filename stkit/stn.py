@@ -16,10 +16,18 @@ Two parameterisations of the four numbers are offered:
 - ``faithful``: the official STERN code. The regressor's raw outputs are
   (sx, sy, tx, ty) with no constraint; its last layer starts with zero weights and
   bias (1, 0.1, 0, 0), i.e. a full-width, 10 %-high strip with aspect ratio 10.
-- ``bounded`` (default): scales live in (s_min, 1) through a sigmoid and the
-  translations are squashed so the window never leaves the image; the bias starts
-  near the identity (window covering ``init_scale`` of each side), so training
-  begins from "look at everything" and sx/sy starts at 1.
+- ``bounded`` (default): each scale lives in (s_min, s_max) through a sigmoid, and
+  each centre is squashed into |t| < 1 - s by t = (1 - s) tanh(r / (1 - s)), so the
+  window never leaves the image. Centre and scale are decoupled: dt/dr = 1 at r = 0
+  whatever the scale, and the starting scale ``init_scale`` sits inside the range, so
+  the gradient does not vanish at the start (a window started at 0.95 of a (0.2, 1)
+  range has ds/dr = 0.05 and can barely move). Since s >= s_min on each axis, sx/sy
+  stays within [s_min / s_max, s_max / s_min]: no collapse to a strip.
+
+The glimpse can be sampled from an image pyramid (``STNConfig.pyramid``): each window
+is read from the level whose pixel spacing matches the glimpse's sample spacing, so a
+large window seen through a small glimpse does not alias (small lesions falling between
+samples) and its bilinear gradient reaches further.
 
 This module knows nothing about classifiers; ``stkit.stern`` puts a classifier
 behind it.
@@ -88,6 +96,32 @@ def glimpse(image: torch.Tensor, theta: torch.Tensor, size: tuple[int, int] | No
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def pyramid_glimpse(image: torch.Tensor, theta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`glimpse` read from the image-pyramid level matched to each window's sample spacing.
+
+    A window of scale s seen through an ``size`` glimpse samples the image every
+    stride = s * W / w pixels. Level l of the pyramid is the image halved l times
+    (antialiased), so its pixels are 2^l apart; each window is sampled from the level
+    l = round(log2(stride)) (level 0 when stride <= sqrt(2)), where neighbouring samples
+    are about one pixel apart: no pixel is skipped, nothing aliases. With no
+    downscale needed (stride <= sqrt(2) for every window) this *is* :func:`glimpse`.
+    The level is chosen without gradient; the gradient reaches the window through the
+    bilinear sampling of the chosen level.
+    """
+    b, c, h, w = image.shape
+    oh, ow = size
+    stride = torch.maximum(theta[:, 0, 0].abs() * w / ow, theta[:, 1, 1].abs() * h / oh).detach()  # (B,)
+    level = torch.log2(stride.clamp_min(1.0)).round().long()  # (B,) 0, 1, 2, ...
+    out = glimpse(image, theta, size)  # (B, C, oh, ow) from level 0
+    src = image
+    for lvl in range(1, int(level.max()) + 1):
+        src = F.interpolate(src, size=(max(1, src.shape[-2] // 2), max(1, src.shape[-1] // 2)),
+                            mode="bilinear", align_corners=False, antialias=True)  # level lvl
+        if (level == lvl).any():
+            out = torch.where((level == lvl)[:, None, None, None], glimpse(src, theta, size), out)
+    return out
+
+
 def resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
     """Antialiased bilinear resize of (B, C, H, W) to a square ``size`` (None or same size: unchanged)."""
     if size is None or tuple(x.shape[-2:]) == (size, size):
@@ -152,18 +186,21 @@ class STNConfig:
     """Settings of :class:`AttentionSTN` (the image channels and glimpse size are the caller's)."""
 
     parameterisation: str = "bounded"  # "bounded" (the kit's default) or "faithful" (official raw theta)
-    s_min: float = 0.2  # bounded: smallest scale, i.e. the window spans at least 20 % of a side
-    init_scale: float = 0.95  # bounded: starting scale (close to 1 = nearly the whole image)
+    s_min: float = 0.25  # bounded: smallest scale, i.e. the window spans at least 25 % of a side
+    s_max: float = 1.0  # bounded: largest scale (1 = the whole side)
+    init_scale: float = 0.625  # bounded: starting scale, mid-range so that ds/draw is largest there
     loc_input_size: int | None = None  # the localisation net sees the image resized to this square; None: raw
     loc_pool: int = 12  # localisation net: adaptive pool before the regressor (official: 12)
     loc_width: int = 16  # localisation net: channels of the first conv block (official: 16)
     source_size: int | None = None  # sample the glimpse from an antialiased copy of this size; None: raw
+    pyramid: bool = False  # sample each window from the pyramid level matched to its sample spacing
 
     def __post_init__(self):
         if self.parameterisation not in PARAMETERISATIONS:
             raise ValueError(f"parameterisation must be one of {PARAMETERISATIONS}, got {self.parameterisation!r}")
-        if not 0 < self.s_min < self.init_scale < 1:
-            raise ValueError(f"need 0 < s_min < init_scale < 1, got s_min={self.s_min}, init_scale={self.init_scale}")
+        if not 0 < self.s_min < self.init_scale < self.s_max <= 1:
+            raise ValueError(f"need 0 < s_min < init_scale < s_max <= 1, got s_min={self.s_min}, "
+                             f"init_scale={self.init_scale}, s_max={self.s_max}")
         if self.loc_input_size is not None and self.loc_input_size < LocalisationNet.min_input_size():
             raise ValueError(f"loc_input_size must be >= {LocalisationNet.min_input_size()}, got {self.loc_input_size}")
 
@@ -188,7 +225,7 @@ class AttentionSTN(nn.Module):
         if not isinstance(cfg, STNConfig):
             raise TypeError(f"AttentionSTN takes an STNConfig, got {type(cfg).__name__}")
         self.cfg = cfg
-        self.parameterisation, self.s_min = cfg.parameterisation, cfg.s_min
+        self.parameterisation, self.s_min, self.s_max = cfg.parameterisation, cfg.s_min, cfg.s_max
         self.glimpse_size = tuple(glimpse_size) if glimpse_size is not None else None
         self.loc_input_size, self.source_size = cfg.loc_input_size, cfg.source_size
         faithful = cfg.parameterisation == "faithful"  # faithful: PyTorch's default init, as the official code
@@ -199,21 +236,28 @@ class AttentionSTN(nn.Module):
             if faithful:
                 last.bias.copy_(torch.tensor([1.0, 0.1, 0.0, 0.0]))
             else:  # sigmoid^-1 of the starting scale, no translation
-                a = math.log((cfg.init_scale - cfg.s_min) / (1 - cfg.init_scale))
+                a = math.log((cfg.init_scale - cfg.s_min) / (cfg.s_max - cfg.init_scale))
                 last.bias.copy_(torch.tensor([a, a, 0.0, 0.0]))
 
     def window(self, raw: torch.Tensor) -> torch.Tensor:
         """Regressor output (B, 4) -> (B, 4) window (sx, sy, tx, ty)."""
         if self.parameterisation == "faithful":
             return raw
-        s = self.s_min + (1 - self.s_min) * torch.sigmoid(raw[:, :2])  # (B, 2) in (s_min, 1)
-        t = (1 - s) * torch.tanh(raw[:, 2:])  # |t| < 1 - s: the window stays inside [-1, 1]
+        s = self.s_min + (self.s_max - self.s_min) * torch.sigmoid(raw[:, :2])  # (B, 2) in (s_min, s_max)
+        room = 1 - s  # the centre may move this far before the window leaves the image
+        t = room * torch.tanh(raw[:, 2:] / room.clamp_min(1e-4))  # |t| < 1 - s, and dt/draw = 1 at raw = 0
         return torch.cat([s, t], 1)
+
+    def sample(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """The glimpse (B, C, h, w) of window ``theta`` exactly as the classifier sees it."""
+        src = resize(x, self.source_size)
+        size = self.glimpse_size or tuple(x.shape[-2:])
+        return pyramid_glimpse(src, theta, size) if self.cfg.pyramid else glimpse(src, theta, size)
 
     def forward(self, x: torch.Tensor) -> STNOutput:
         sx, sy, tx, ty = self.window(self.loc(resize(x, self.loc_input_size))).unbind(1)
         theta = theta_from_window(sx, sy, tx, ty)
-        return STNOutput(glimpse(resize(x, self.source_size), theta, self.glimpse_size), theta, sx / sy, sx, sy)
+        return STNOutput(self.sample(x, theta), theta, sx / sy, sx, sy)
 
 
 # ----------------------------------------------------------------------------- teaching

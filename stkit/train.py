@@ -20,13 +20,15 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
-from .evaluate import predict, roc_auc, window_area_fraction
+from .distributed import ShardedBatches, World
+from .evaluate import box_iou, predict, roc_auc, window_area_fraction
 from .stern import STERN, STERNLoss
+from .stn import window_to_pixels
 from .trainer import Stage, StageResult, run_stages, set_frozen
 
-__all__ = ["StageConfig", "StageResult", "STERNTask", "train_stages", "set_frozen"]
+__all__ = ["StageConfig", "StageResult", "STERNTask", "train_stages", "track_windows", "set_frozen"]
 
 
 @dataclass
@@ -55,8 +57,9 @@ class STERNTask:
 
     score_key = "val_auc"
 
-    def __init__(self, train_set: Dataset, val_set: Dataset, device: str | torch.device = "cpu"):
+    def __init__(self, train_set: Dataset, val_set: Dataset, device: str | torch.device = "cpu", track: torch.Tensor | None = None):
         self.train_set, self.val_set, self.device = train_set, val_set, torch.device(device)
+        self.track = track  # (K, C, H, W) images whose windows are recorded after every epoch (no effect on training)
 
     def record(self, model: STERN, stage: StageConfig, seed: int) -> dict:
         """What a checkpoint must agree with to be resumed: stage, seed, model settings, data."""
@@ -82,10 +85,11 @@ class STERNTask:
     def steps_per_epoch(self, stage: StageConfig) -> int:
         return math.ceil(len(self.train_set) / stage.batch_size)
 
-    def batches(self, stage: StageConfig, epoch: int, seed: int) -> DataLoader:
-        # The data order depends only on (seed, epoch), so a resumed run sees the same batches.
-        sampler = RandomSampler(self.train_set, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
-        return DataLoader(self.train_set, stage.batch_size, sampler=sampler, num_workers=stage.num_workers, drop_last=False)
+    def batches(self, stage: StageConfig, epoch: int, seed: int, world: World = World()) -> DataLoader:
+        # The data order depends only on (seed, epoch), so a resumed run sees the same batches;
+        # with several processes each takes its share of every global batch.
+        sampler = ShardedBatches(len(self.train_set), stage.batch_size, seed, epoch, world)
+        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=stage.num_workers)
 
     def loss(self, model: STERN, batch, stage: StageConfig):
         images, labels, _ = batch
@@ -101,23 +105,44 @@ class STERNTask:
 
     def validate(self, model: STERN) -> dict:
         val = predict(model, self.val_set, device=self.device)
-        area = None
+        row = {"val_auc": roc_auc(val["labels"], val["scores"]), "val_mean_aspect": None, "val_window_area": None}
         if val["window_px"] is not None:
             h, w = self.val_set[0][0].shape[-2:]
-            area = float(window_area_fraction(val["window_px"], h, w).mean())
-        return {
-            "val_auc": roc_auc(val["labels"], val["scores"]),
-            "val_mean_aspect": float(val["aspect"].mean()) if val["aspect"] is not None else None,
-            "val_window_area": area,
-        }
+            row["val_mean_aspect"] = float(val["aspect"].mean())
+            row["val_window_area"] = float(window_area_fraction(val["window_px"], h, w).mean())
+            if getattr(self.val_set, "has_thorax", False):
+                thorax = torch.stack([self.val_set.thorax_box(int(i)) for i in val["indices"]]).numpy()
+                row["val_thorax_iou"] = float(box_iou(val["window_px"], thorax).mean())
+            if self.track is not None:
+                row["track_windows"] = self._track_windows(model)
+        return row
+
+    def _track_windows(self, model: STERN) -> list:
+        return track_windows(model, self.track, self.device)
 
     @staticmethod
     def describe(row: dict) -> str:
         area = f"  window area {row['val_window_area']:.2f}" if row.get("val_window_area") is not None else ""
-        return f"loss {row['train_loss']:.4f}  val AUC {row['val_auc']:.4f}{area}"
+        iou = f"  thorax IoU {row['val_thorax_iou']:.2f}" if row.get("val_thorax_iou") is not None else ""
+        return f"loss {row['train_loss']:.4f}  val AUC {row['val_auc']:.4f}{area}{iou}"
+
+
+@torch.no_grad()
+def track_windows(model: STERN, images: torch.Tensor, device: str | torch.device = "cpu") -> list:
+    """The STN windows of ``images`` (K, C, H, W) in eval mode, as a (K, 4) list of (x0, y0, x1, y1) pixels."""
+    was_training = model.training
+    model.eval()
+    theta = model(images.to(device)).theta.cpu()  # (K, 2, 3)
+    model.train(was_training)
+    return window_to_pixels(theta, *images.shape[-2:]).tolist()
 
 
 def train_stages(model: STERN, train_set: Dataset, val_set: Dataset, stages: list[StageConfig], out_dir: str | Path,
-                 seed: int = 0, device: str | torch.device = "cpu", progress: bool = True) -> list[StageResult]:
-    """Train ``model`` through ``stages`` in order (each resumes, or is skipped when done)."""
-    return run_stages(model, STERNTask(train_set, val_set, device), stages, out_dir, seed, device, progress)
+                 seed: int = 0, device: str | torch.device = "cpu", progress: bool = True,
+                 track: torch.Tensor | None = None, world=None) -> list[StageResult]:
+    """Train ``model`` through ``stages`` in order (each resumes, or is skipped when done).
+
+    ``track`` (K, C, H, W): images whose STN windows each epoch's history row records
+    (``track_windows``), to draw the window's path during training."""
+    device = world.device if world is not None else device
+    return run_stages(model, STERNTask(train_set, val_set, device, track), stages, out_dir, seed, device, progress, world)

@@ -18,6 +18,38 @@ from .images import DICOM_SUFFIXES, ImageDecodeError, load_cxr_image  # noqa: F4
 from .images import image_size as file_image_size
 
 
+THORAX = ("thorax_x", "thorax_y", "thorax_w", "thorax_h")  # optional: the thorax box (x, y, w, h), px
+
+
+def _thorax_boxes(df, first, src):
+    """(N, 4) thorax boxes of the images in ``first`` (one row per image), or None when the
+    CSV has no thorax columns. Every row of an image must give the same finite box."""
+    present = [c for c in THORAX if c in df.columns]
+    if not present:
+        return None
+    if len(present) != len(THORAX):
+        raise ValueError(f"{src}: thorax columns come together; missing {[c for c in THORAX if c not in present]}")
+    num = df[list(THORAX)].apply(lambda col: col.map(_to_float))
+    bad = ~np.isfinite(num.to_numpy()).all(1) | (num.thorax_w.to_numpy() <= 0) | (num.thorax_h.to_numpy() <= 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{src}, line {df.csv_line.iloc[i]}: thorax box {df[list(THORAX)].iloc[i].tolist()} "
+                         "is not four finite numbers with positive width and height")
+    per_image = num.assign(path=df.path.to_numpy()).groupby("path", sort=False)
+    differs = (per_image.nunique() > 1).any(axis=1)
+    if differs.any():
+        p = differs.index[differs.to_numpy()][0]
+        raise ValueError(f"{src}, lines {df.csv_line[df.path == p].tolist()}: image {p!r} has different thorax boxes")
+    return per_image.first().loc[first.path].to_numpy(np.float64)
+
+
+def _to_float(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 # --------------------------------------------------------------------------- dataset
 
 class CXRDataset(torch.utils.data.Dataset):
@@ -52,6 +84,7 @@ class CXRDataset(torch.utils.data.Dataset):
         boxed = df[df.box_x.notna()]
         rows_of = {p: r[["csv_line", *BOX]].to_numpy(np.float64) for p, r in boxed.groupby("path", sort=False)}
         self._box_rows = [rows_of.get(p, np.zeros((0, 5))) for p in first.path]
+        self._thorax = _thorax_boxes(df, first, self.csv_path)   # (N, 4) float64 or None
         self._sizes: list = [None] * len(self.paths)   # original (H, W) of each file
         missing = next((i for i, p in enumerate(self.paths) if not p.is_file()), None)
         if missing is not None:
@@ -73,6 +106,21 @@ class CXRDataset(torch.utils.data.Dataset):
         rows = self._box_rows[i]
         b = torch.tensor(rows[:, 1:], dtype=torch.float32).reshape(-1, 4)
         if self.image_size is not None and len(b):
+            h0, w0 = self._size(i)
+            b = b * torch.tensor([self.image_size[1] / w0, self.image_size[0] / h0] * 2)
+        return b
+
+    @property
+    def has_thorax(self) -> bool:
+        """True when the label CSV has the optional thorax_x/_y/_w/_h columns."""
+        return self._thorax is not None
+
+    def thorax_box(self, i) -> torch.Tensor:
+        """Thorax box of image i, (4,) float32 (x, y, w, h) in returned-image pixels."""
+        if self._thorax is None:
+            raise ValueError(f"{self.csv_path} has no thorax_x, thorax_y, thorax_w, thorax_h columns")
+        b = torch.tensor(self._thorax[i], dtype=torch.float32)
+        if self.image_size is not None:
             h0, w0 = self._size(i)
             b = b * torch.tensor([self.image_size[1] / w0, self.image_size[0] / h0] * 2)
         return b

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..stn import glimpse, resize, theta_from_window, window_to_pixels
+from ..stn import glimpse, theta_from_window, window_to_pixels
 from .common import draw_box, to_image
 
 
@@ -82,13 +82,20 @@ def render_window(image, sx: float = 0.5, sy: float = 0.5, tx: float = 0.0, ty: 
     return fig
 
 
-def plot_history(histories: dict, keys=("train_loss", "val_auc")):
-    """Training curves: ``histories`` maps a name to a list of per-epoch dicts (stages concatenated)."""
+def plot_history(histories: dict, keys=("train_loss", "val_auc"), stage_starts=()):
+    """Training curves: ``histories`` maps a name to a list of per-epoch dicts (stages concatenated).
+
+    ``stage_starts``: (epoch, label) pairs, e.g. ``[(19, "stage 2")]``; a dotted line marks
+    where each later stage begins (between its first epoch and the one before)."""
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for name, hist in histories.items():
-            ys = [row[key] for row in hist if row.get(key) is not None]
-            ax.plot(range(1, len(ys) + 1), ys, marker=".", label=name)
+            pts = [(k, row[key]) for k, row in enumerate(hist, 1) if row.get(key) is not None]
+            ax.plot([k for k, _ in pts], [y for _, y in pts], marker=".", label=name)
+        for epoch, label in stage_starts:
+            ax.axvline(epoch - 0.5, color="0.4", ls=":")
+            ax.annotate(label, (epoch - 0.5, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                        textcoords="offset points", fontsize=8, color="0.3")
         ax.set_xlabel("epoch")
         ax.set_title(key.replace("_", " "))
         ax.grid(alpha=0.3)
@@ -134,7 +141,7 @@ def show_attention(dataset, predictions: dict, n: int = 8, abnormal_only: bool =
         top.set_title(f"p(abnormal) = {predictions['scores'][j]:.2f}", fontsize=8)
         x = torch.as_tensor(to_image(img))[None, None].float()
         theta = torch.as_tensor(predictions["theta"][j])[None].float()
-        g = glimpse(resize(x, stn.source_size), theta, stn.glimpse_size) if stn is not None else glimpse(x, theta, (64, 64))
+        g = stn.sample(x, theta) if stn is not None else glimpse(x, theta, (64, 64))
         bottom.imshow(g[0, 0], cmap="gray", vmin=0, vmax=1)
         bottom.set_title(f"glimpse, sx/sy = {predictions['aspect'][j]:.2f}", fontsize=8)
     fig.tight_layout()
@@ -146,8 +153,8 @@ def plot_aspect_hist(aspects: dict, sf: float = 1.25):
     fig, ax = plt.subplots(figsize=(6, 3.4))
     allv = np.concatenate([np.asarray(v) for v in aspects.values()])
     bins = np.linspace(min(allv.min(), sf) * 0.95, max(allv.max(), sf) * 1.05, 40)
-    for name, v in aspects.items():
-        ax.hist(v, bins=bins, alpha=0.55, label=f"{name} (mean {np.mean(v):.2f})")
+    for (name, v), ls in zip(aspects.items(), ("-", "--", ":", "-.")):  # outlines: no set hides another
+        ax.hist(v, bins=bins, histtype="step", lw=2, ls=ls, label=f"{name} (mean {np.mean(v):.2f})")
     ax.axvline(sf, color="k", ls="--", label=f"Sf = {sf}")
     ax.set_xlabel("window aspect ratio sx/sy")
     ax.set_ylabel("test images")
@@ -175,5 +182,83 @@ def plot_window_trajectory(image, trajectory: torch.Tensor, target_window, every
     b.set_ylabel("|window - target|")
     b.set_yscale("log")
     b.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_window_paths(dataset, indices, windows_per_epoch, cols: int = 4):
+    """The learned window of a few images after every epoch, light (first) to dark (last),
+    with the true thorax box dashed in red when the dataset has one.
+
+    ``windows_per_epoch``: (E, K, 4) windows (x0, y0, x1, y1) in pixels, K = len(indices).
+    """
+    wins = np.asarray(windows_per_epoch, dtype=float)
+    rows = int(np.ceil(len(indices) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 2.9 * rows), squeeze=False)
+    colors = plt.cm.viridis(np.linspace(0.1, 1, len(wins)))
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, (ax, i) in enumerate(zip(axes.flat, indices)):
+        ax.imshow(to_image(dataset[int(i)][0]), cmap="gray", vmin=0, vmax=1)
+        for c, w in zip(colors, wins[:, k]):
+            draw_box(ax, *w, color=c, lw=1)
+        if getattr(dataset, "has_thorax", False):
+            x, y, bw, bh = dataset.thorax_box(int(i)).tolist()
+            draw_box(ax, x, y, x + bw, y + bh, color="red", lw=1.5, ls="--")
+        ax.set_title(f"test image {int(i)}: {len(wins)} epochs", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_iou_hist(ious, fixed_iou: float):
+    """Distribution of the window-thorax IoU over test images, with the best fixed window's mean."""
+    ious = np.asarray(ious, dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.hist(ious, bins=np.linspace(0, 1, 26), histtype="stepfilled", alpha=0.6, label=f"STERN (mean {ious.mean():.2f})")
+    ax.axvline(ious.mean(), color="tab:blue", lw=2)
+    ax.axvline(fixed_iou, color="k", ls="--", label=f"best fixed window (mean {fixed_iou:.2f})")
+    ax.set_xlabel("IoU of the attended window with the thorax box")
+    ax.set_ylabel("test images")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_comparison(results: dict, key: str = "test_auc", title: str = "test ROC AUC"):
+    """One bar per model (``results`` maps a name to a dict holding ``key``), value printed on it."""
+    names = list(results)
+    vals = [results[n][key] for n in names]
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.2))
+    bars = ax.bar(names, vals, color=plt.cm.tab10(np.arange(len(names))))
+    for b, v in zip(bars, vals):
+        ax.annotate(f"{v:.3f}", (b.get_x() + b.get_width() / 2, v), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=9)
+    ax.set_ylim(max(0.0, min(vals) - 0.1), 1.0)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pyramid_sampling(image, theta: torch.Tensor, size=(48, 48)):
+    """One large window read two ways at a small glimpse size: plain bilinear sampling
+    (point samples several pixels apart: fine detail aliases or vanishes between samples)
+    and sampling from the pyramid level matched to the sample spacing (each sample
+    averages the pixels around it)."""
+    from ..stn import pyramid_glimpse
+
+    img = torch.as_tensor(to_image(image), dtype=torch.float32)[None, None]
+    h, w = img.shape[-2:]
+    theta = theta.reshape(1, 2, 3).float()
+    stride = max(theta[0, 0, 0].abs().item() * w / size[1], theta[0, 1, 1].abs().item() * h / size[0])
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    axes[0].imshow(img[0, 0], cmap="gray", vmin=0, vmax=1)
+    draw_box(axes[0], *window_to_pixels(theta, h, w)[0].tolist(), lw=2)
+    axes[0].set_title(f"window: a sample every {stride:.1f} px", fontsize=9)
+    axes[1].imshow(glimpse(img, theta, size)[0, 0], cmap="gray", vmin=0, vmax=1)
+    axes[1].set_title("plain bilinear glimpse", fontsize=9)
+    axes[2].imshow(pyramid_glimpse(img, theta, size)[0, 0], cmap="gray", vmin=0, vmax=1)
+    axes[2].set_title(f"pyramid level {max(0, round(np.log2(max(stride, 1))))} glimpse", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
     fig.tight_layout()
     return fig
