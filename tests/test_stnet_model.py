@@ -209,3 +209,21 @@ def test_real_synthetic_buv_clip_batch(tmp_path):
     val = BUVClipDataset(root, "val", clip)
     preds = predict_clip(model.eval(), collate_clips([val[0]]), "shuffle")
     assert len(preds) == cfg.shuffle_frames and all(p["image_id"] >= 0 for p in preds)
+
+
+def test_presets():
+    paper = stnet_config("paper")
+    assert (paper.backbone, paper.n_frames, paper.num_queries, paper.enc_layers, paper.dec_layers,
+            paper.d_model, paper.n_heads, paper.ffn_dim, paper.dropout) == (
+        "resnet50", 6, 300, 6, 6, 256, 8, 1024, 0.1)
+    assert (paper.enc_points, paper.enc_temporal_points, paper.dec_points, paper.dec_temporal_points) == (4, 2, 4, 4)
+    assert (paper.cls_weight, paper.l1_weight, paper.giou_weight) == (2, 5, 2)
+    assert math.isclose(paper.lr * paper.lr_backbone_mult, 2e-5) and paper.clip_max_norm == 0.1
+    quick = stnet_config("quick")
+    assert (quick.backbone, quick.d_model, quick.n_heads, quick.n_frames, quick.num_queries) == (
+        "resnet18", 64, 4, 4, 30)
+    assert stnet_config("quick", baseline=True).temporal is False
+    with pytest.raises(ValueError, match="unknown STNetConfig field"):
+        stnet_config("quick", n_frames=5)
+    with pytest.raises(ValueError, match="unknown STNet size"):
+        stnet_config("huge")
