@@ -285,6 +285,19 @@ STKIT_INLINE void stage_head(const T* __restrict src, int64_t stride, A* __restr
   }
 }
 
+// Per-thread head buffers kept between calls (grow-only; slot 0: staged value rows,
+// slot 1: local grad rows), so that a call neither zero-fills nor page-faults megabytes
+// of fresh memory. Whoever uses one initialises what it reads: stage_head writes every
+// element of its rows, a local grad buffer is zeroed per task. A thread runs one task at
+// a time, so a slot is never shared.
+template <typename A>
+A* thread_buffer(int slot, int64_t n) {
+  thread_local std::vector<A> buffers[2];
+  std::vector<A>& b = buffers[slot];
+  if (static_cast<int64_t>(b.size()) < n) b.resize(static_cast<size_t>(n));
+  return b.data();
+}
+
 // ------------------------------------------------------------------------ task queue
 
 // The tasks of one call. The calling thread and its helpers claim task ids one at a
@@ -535,21 +548,21 @@ STKIT_INLINE void forward_tasks(const FwdArgs<T>& a) {
   const PointTables<A> tb(g, LPW);
   QueryPoints<A> qp(LP, LPW);
   std::vector<A> acc(static_cast<size_t>(plan.len));
-  std::vector<A> staged(plan.stage ? static_cast<size_t>(g.S * plan.len) : 0);
+  A* staged = plan.stage ? thread_buffer<A>(0, g.S * plan.len) : nullptr;
   int64_t staged_head = -1;
   for (; t < a.queue->n; t = a.queue->claim()) {
     const int64_t chunk = t % K, nm = t / K, m = nm % g.M, n = nm / g.M;
     const int64_t q0 = g.Lq * chunk / K, q1 = g.Lq * (chunk + 1) / K;
     const T* vhead = a.value + n * g.S * MD + m * D;  // value[n, 0, m, :]
     if (plan.stage && staged_head != nm) {
-      stage_head<T, A>(vhead, MD, staged.data(), g.S, D, plan.len);
+      stage_head<T, A>(vhead, MD, staged, g.S, D, plan.len);
       staged_head = nm;
     }
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t i0 = ((n * g.Lq + q) * g.M + m) * LP;  // first point of (n, q, m)
       resolve<T, A>(a.loc, a.attn, i0, LP, tb, qp);
       if (plan.stage)
-        gather<A, A>(staged.data(), plan.vrs, plan.len, tb, qp, LP, acc.data());
+        gather<A, A>(staged, plan.vrs, plan.len, tb, qp, LP, acc.data());
       else
         gather<T, A>(vhead, plan.vrs, plan.len, tb, qp, LP, acc.data());
       T* o = a.out + (n * g.Lq + q) * MD + m * D;
@@ -744,8 +757,8 @@ STKIT_INLINE void backward_tasks(const BwdArgs<T>& a) {
   const PointTables<A> tb(g, LPW);
   QueryPoints<A> qp(LP, LPW);
   BwdScratch<A> sc(plan.len, LP);
-  std::vector<A> staged(plan.stage ? static_cast<size_t>(SL) : 0);
-  std::vector<A> local(plan.local ? static_cast<size_t>(SL) : 0);  // (S, len) grad rows
+  A* staged = plan.stage ? thread_buffer<A>(0, SL) : nullptr;
+  A* local = plan.local ? thread_buffer<A>(1, SL) : nullptr;  // (S, len) grad rows
   int64_t staged_head = -1;
   for (; t < a.queue->n; t = a.queue->claim()) {
     const int64_t chunk = t % K, nm = t / K, m = nm % g.M, n = nm / g.M;
@@ -753,17 +766,17 @@ STKIT_INLINE void backward_tasks(const BwdArgs<T>& a) {
     const int64_t head = n * g.S * MD + m * D;  // offset of [n, 0, m, 0]
     A* ws = a.direct ? nullptr : a.workspace + chunk * g.N * g.S * MD + head;
     if (plan.local) {
-      std::fill(local.begin(), local.end(), A(0));
+      std::fill_n(local, SL, A(0));
       if (plan.stage) {
         if (staged_head != nm)
-          stage_head<T, A>(a.value + head, MD, staged.data(), g.S, D, plan.len);
+          stage_head<T, A>(a.value + head, MD, staged, g.S, D, plan.len);
         staged_head = nm;
-        backward_head<T, A>(a, n, m, q0, q1, staged.data(), local.data(), tb, qp, sc);
+        backward_head<T, A>(a, n, m, q0, q1, staged, local, tb, qp, sc);
       } else {
-        backward_head<T, T>(a, n, m, q0, q1, a.value + head, local.data(), tb, qp, sc);
+        backward_head<T, T>(a, n, m, q0, q1, a.value + head, local, tb, qp, sc);
       }
       // This task is the only writer of its (chunk, n, m) slice: plain stores.
-      const A* src = local.data();
+      const A* src = local;
       if (a.direct) {
         T* dst = a.grad_value + head;
         for (int64_t s = 0; s < g.S; ++s)
