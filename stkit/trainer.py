@@ -4,7 +4,7 @@
     run_stages(model, task, stages, out_dir, seed) # several, each from the previous best
 
 What is generic lives here: freezing, the learning-rate schedule, the epoch loop with
-gradient clipping, validation after every epoch, ``<stage>_last.pt`` every epoch and
+gradient clipping, data parallelism over torchrun processes (``stkit.distributed``), validation after every epoch, ``<stage>_last.pt`` every epoch and
 ``<stage>_best.pt`` whenever the validation score improves (``stkit.checkpoint`` format),
 exact resume (model, optimiser, schedule, RNG state; the data order depends only on
 (seed, epoch)), and refusing a checkpoint of another configuration.
@@ -14,7 +14,8 @@ STNet: ``stkit.stnet``), which provides:
 
     task.record(model, stage, seed) -> dict    what a checkpoint must agree with
     task.optimizer(model, stage) -> Optimizer  parameter groups and learning rates
-    task.batches(stage, epoch, seed) -> iterable of batches, order fixed by (seed, epoch)
+    task.batches(stage, epoch, seed, world) -> this process's batches, order fixed by (seed, epoch)
+                                               (``stkit.distributed.ShardedBatches``)
     task.loss(model, batch, stage) -> (loss tensor, {name: float} parts, batch size)
     task.validate(model) -> dict of numbers, including task.score_key (higher is better)
     task.describe(row) -> str                  one progress line after an epoch
@@ -35,6 +36,7 @@ import torch
 import torch.nn as nn
 
 from . import checkpoint
+from .distributed import World, all_mean, barrier, single, unwrap, wrap
 
 
 @dataclass
@@ -127,18 +129,20 @@ def _resume(paths: _Paths, record: dict, model, opt, sched, device) -> StageResu
     return StageResult(**ckpt["result"])
 
 
-def _train_epoch(model, task, stage: Stage, opt, sched, epoch: int, seed: int, device, progress: bool) -> dict:
-    """One pass over the training batches; returns the mean of each loss part."""
+def _train_epoch(net, task, stage: Stage, opt, sched, epoch: int, seed: int, world: World, progress: bool) -> dict:
+    """One pass over this process's share of the training batches; mean of each loss part
+    (over all processes)."""
     from tqdm.auto import tqdm
 
-    model.train()
-    _frozen_modules_eval(model, stage.freeze)
+    net.train()
+    _frozen_modules_eval(unwrap(net), stage.freeze)
     sums: dict[str, float] = {}
     n = 0
-    bar_off = not progress or os.environ.get("TQDM_DISABLE") == "1"  # the report runner sets it: bars clutter HTML
-    params = [p for p in model.parameters() if p.requires_grad]
-    for batch in tqdm(task.batches(stage, epoch, seed), desc=f"{stage.name} epoch {epoch + 1}/{stage.epochs}", disable=bar_off, leave=False):
-        loss, parts, size = task.loss(model, batch, stage)
+    bar_off = not progress or not world.main or os.environ.get("TQDM_DISABLE") == "1"  # the report runner sets it
+    params = [p for p in net.parameters() if p.requires_grad]
+    batches = task.batches(stage, epoch, seed, world)
+    for batch in tqdm(batches, desc=f"{stage.name} epoch {epoch + 1}/{stage.epochs}", disable=bar_off, leave=False):
+        loss, parts, size = task.loss(net, batch, stage)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{stage.name} epoch {epoch + 1}: loss is {loss.item()} (check learning rate / inputs)")
         opt.zero_grad(set_to_none=True)
@@ -150,51 +154,64 @@ def _train_epoch(model, task, stage: Stage, opt, sched, epoch: int, seed: int, d
         for k, v in {"loss": loss.item(), **parts}.items():
             sums[k] = sums.get(k, 0.0) + v * size
         n += size
-    return {f"train_{k}": v / max(n, 1) for k, v in sums.items()}
+    return {f"train_{k}": all_mean(v / max(n, 1), world) for k, v in sums.items()}
+
+
+def _save_epoch(paths: _Paths, model, opt, sched, record: dict, result: StageResult, row: dict, score_key: str, world: World) -> None:
+    """``last.pt`` every epoch and ``best.pt`` when the score improved (main process only)."""
+    epoch = row["epoch"]
+    if world.main and result.best_epoch == epoch:
+        checkpoint.save(paths.best, {"model": model.state_dict(), "record": record, "epoch": epoch, score_key: row[score_key]})
+    if world.main:
+        checkpoint.save(paths.last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                     "rng": checkpoint.rng_state(), "record": record, "result": asdict(result)})
+    barrier(world)  # nobody reads a checkpoint before it is complete
 
 
 def run_stage(model: nn.Module, task, stage: Stage, out_dir: str | Path, seed: int = 0,
-              device: str | torch.device = "cpu", progress: bool = True) -> StageResult:
+              device: str | torch.device = "cpu", progress: bool = True, world: World | None = None) -> StageResult:
     """Train ``model`` for one stage; resume or skip if ``out_dir`` holds this stage already.
 
-    At the end the stage's best weights are loaded back into ``model``.
+    ``world`` (``stkit.distributed``): the processes of a torchrun launch; None is one
+    process on ``device``. At the end the stage's best weights are loaded into ``model``.
     """
-    out_dir, device = Path(out_dir), torch.device(device)
+    world = world or single(device)
+    out_dir, device = Path(out_dir), world.device
     paths = _Paths(out_dir, stage.name)
-    record = task.record(model, stage, seed)
+    record = task.record(model, stage, seed) | {"processes": world.size}
     model.to(device)
     set_frozen(model, stage.freeze)
+    net = wrap(model, world)  # DDP over the trainable parameters when there are several processes
     opt = task.optimizer(model, stage)
     sched = schedule(opt, stage, task.steps_per_epoch(stage))
     result = _resume(paths, record, model, opt, sched, device)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if world.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     for epoch in range(len(result.history), stage.epochs):
         t0 = time.perf_counter()
-        row = {"epoch": epoch + 1, **_train_epoch(model, task, stage, opt, sched, epoch, seed, device, progress)}
+        row = {"epoch": epoch + 1, **_train_epoch(net, task, stage, opt, sched, epoch, seed, world, progress)}
         row |= task.validate(model)
         row["seconds"] = time.perf_counter() - t0
         result.history.append(row)
         result.seconds += row["seconds"]
-        score = row[task.score_key]
-        if score > result.best_score:
-            result.best_score, result.best_epoch = score, epoch + 1
-            checkpoint.save(paths.best, {"model": model.state_dict(), "record": record, "epoch": epoch + 1, task.score_key: score})
-        checkpoint.save(paths.last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                     "rng": checkpoint.rng_state(), "record": record, "result": asdict(result)})
-        if progress:
+        if row[task.score_key] > result.best_score:
+            result.best_score, result.best_epoch = row[task.score_key], epoch + 1
+        _save_epoch(paths, model, opt, sched, record, result, row, task.score_key, world)
+        if progress and world.main:
             print(f"{stage.name} epoch {epoch + 1:>3}/{stage.epochs}  {task.describe(row)}  ({row['seconds']:.1f}s)")
     if paths.best.exists():
         model.load_state_dict(checkpoint.load(paths.best, device)["model"])
     for p in model.parameters():  # leave the model trainable for whatever comes next
         p.requires_grad_(True)
-    paths.history.write_text(json.dumps(asdict(result), indent=1))
+    if world.main:
+        paths.history.write_text(json.dumps(asdict(result), indent=1))
     return result
 
 
 def run_stages(model: nn.Module, task, stages: list[Stage], out_dir: str | Path, seed: int = 0,
-               device: str | torch.device = "cpu", progress: bool = True) -> list[StageResult]:
+               device: str | torch.device = "cpu", progress: bool = True, world: World | None = None) -> list[StageResult]:
     """Run the stages in order; each starts from the previous stage's best weights."""
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise ValueError(f"stage names must be unique, got {names}")
-    return [run_stage(model, task, s, out_dir, seed, device, progress) for s in stages]
+    return [run_stage(model, task, s, out_dir, seed, device, progress, world) for s in stages]
