@@ -71,7 +71,7 @@ def wrap(model: nn.Module, world: World) -> nn.Module:
         return model
     if world.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    elif any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules()):
+    elif any(isinstance(m, nn.modules.batchnorm._BatchNorm) and any(p.requires_grad for p in m.parameters()) for m in model.modules()):
         warnings.warn("batch norm on CPU processes uses each process's share of the batch (no SyncBatchNorm on CPU)", stacklevel=2)
     ids = [world.device.index] if world.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)

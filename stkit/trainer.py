@@ -54,6 +54,7 @@ class Stage:
     lr_drop_factor: float = 0.1  # "step" schedule: multiplier at the drop
     clip_grad: float | None = None  # max global gradient norm (None: no clipping)
     freeze: tuple[str, ...] = ()  # parameter-name prefixes that do not train, e.g. ("stn",)
+    precision: str = "fp32"  # "fp32", or "bf16": forward and loss under bfloat16 autocast (GPUs)
     num_workers: int = 0  # DataLoader worker processes
 
 
@@ -94,6 +95,8 @@ def _frozen_modules_eval(model: nn.Module, prefixes: tuple[str, ...]) -> None:
 def schedule(opt: torch.optim.Optimizer, stage: Stage, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step learning-rate factor: warm-up + cosine, or a step drop."""
     total, warm = stage.epochs * steps_per_epoch, stage.warmup_epochs * steps_per_epoch
+    if stage.precision not in ("fp32", "bf16"):
+        raise ValueError(f"stage {stage.name!r}: precision must be 'fp32' or 'bf16', got {stage.precision!r}")
     if stage.schedule not in ("cosine", "step"):
         raise ValueError(f"stage {stage.name!r}: schedule must be 'cosine' or 'step', got {stage.schedule!r}")
 
@@ -142,7 +145,8 @@ def _train_epoch(net, task, stage: Stage, opt, sched, epoch: int, seed: int, wor
     params = [p for p in net.parameters() if p.requires_grad]
     batches = task.batches(stage, epoch, seed, world)
     for batch in tqdm(batches, desc=f"{stage.name} epoch {epoch + 1}/{stage.epochs}", disable=bar_off, leave=False):
-        loss, parts, size = task.loss(net, batch, stage)
+        with torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=stage.precision == "bf16"):
+            loss, parts, size = task.loss(net, batch, stage)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{stage.name} epoch {epoch + 1}: loss is {loss.item()} (check learning rate / inputs)")
         opt.zero_grad(set_to_none=True)

@@ -37,8 +37,12 @@ def main(out_dir: str, batch: int) -> None:
     world = distributed.setup("cpu")
     torch.manual_seed(0)
     model = STERN(TINY)
-    # No synchronised batch norm on CPU: keep the classifier's BN layers in eval mode (frozen)
-    # so every process normalises alike and the runs are comparable.
+    # What depends on the number of processes is switched off so the runs are comparable:
+    # dropout masks (drawn per process) and batch statistics (no synchronised batch norm on
+    # CPU: the BN layers are frozen, i.e. kept in eval mode).
+    for name, m in list(model.named_modules()):
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
     bn = tuple(n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
     stage = StageConfig("s1", epochs=2, lr=3e-3, batch_size=batch, hflip=0.0, freeze=bn)
     train_stages(model, data(48, 0), data(16, 1), [stage], out_dir, progress=False, world=world)

@@ -33,9 +33,9 @@ def _train(tmp: Path, nproc: int) -> dict:
     if nproc == 1:
         cmd = [sys.executable, str(HERE / "ddp_worker.py"), str(tmp), "16"]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", "0",
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
                str(HERE / "ddp_worker.py"), str(tmp), "16"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
     return torch.load(tmp / "final.pt", weights_only=True)
 
