@@ -142,3 +142,44 @@ def run_stern(labels_csv: str | Path, run_dir: str | Path, size: str = "quick", 
         results[variant] = ev | {"best_val_auc": [s.best_score for s in stages], "seconds": time.perf_counter() - t0}
         (Path(run_dir) / "results.json").write_text(json.dumps(results, indent=2))  # after each variant
     return results
+
+
+def seeds_table(labels_csv: str | Path, run_dir: str | Path, size: str = "quick", seeds=(0, 1, 2), device="cpu") -> list[dict]:
+    """Train STERN, the baseline and the oracle crop once per training seed on one data set;
+    one row of test numbers per seed (checkpoints in ``run_dir/seed<k>``, reused when done)."""
+    rows = []
+    for seed in seeds:
+        r = run_stern(labels_csv, Path(run_dir) / f"seed{seed}", size, ("bounded", "baseline", "oracle"), seed, device, progress=False)
+        st = r["bounded"]
+        rows.append({"seed": seed, "stern_auc": st["test_auc"], "baseline_auc": r["baseline"]["test_auc"],
+                     "oracle_auc": r["oracle"]["test_auc"], "iou": st.get("window_thorax_iou"),
+                     "fixed_iou": st.get("fixed_window_thorax_iou"), "coverage": st.get("thorax_coverage"),
+                     "lesions_in": st["lesion_center_in_window"], "area": st["mean_window_area"],
+                     "at_min": st.get("windows_at_min_scale"), "seconds": sum(v["seconds"] for v in r.values())})
+    return rows
+
+
+def main(argv=None) -> None:
+    """``python -m stkit.experiment seeds --labels L.csv --out DIR --size quick --seeds 0 1 2``: prints the table."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m stkit.experiment", description="STERN experiments over several seeds.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("seeds", help="STERN vs baseline vs oracle crop, one row per training seed")
+    s.add_argument("--labels", required=True, help="kit-format label CSV (e.g. data/cxr_quick_seed0/labels.csv)")
+    s.add_argument("--out", required=True, help="run folder (checkpoints per seed; finished runs are reused)")
+    s.add_argument("--size", default="quick", choices=("smoke", "quick", "paper"))
+    s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    s.add_argument("--device", default="cpu")
+    a = ap.parse_args(argv)
+    rows = seeds_table(a.labels, a.out, a.size, a.seeds, a.device)
+    cols = list(rows[0])
+    print(" | ".join(cols))
+    for r in rows:
+        print(" | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols))
+    means = {c: np.mean([r[c] for r in rows]) for c in cols[1:] if all(isinstance(r[c], (int, float)) for r in rows)}
+    print("mean | " + " | ".join(f"{means[c]:.3f}" if c in means else "-" for c in cols[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -12,6 +12,15 @@ whole network with BCE; stage 2 fine-tunes the whole network at a lower learning
 with the aspect-ratio term (lambda = 1, Sf = 1.25, the only value the official code
 shows). ``StageConfig.freeze`` changes what trains, e.g. ``("classifier",)`` for a
 stage 2 that only moves the window.
+
+The localisation net has its own parameter group and learning rate (``stn_lr``), a tenth
+of the classifier's. Why: the window should move only once the classifier can tell what a
+better view is worth. Public STN recipes give the localiser a much lower rate (the
+original Caffe/Torch code scales it by 1e-3 to 1e-4; RA-CNN alternates localiser-only and
+classifier-only phases). Measured on the quick synthetic set (seed 0, first epochs of
+stage 1): at the classifier's rate (2e-3) the mean window area fell from 0.39 to 0.25 in
+two epochs while the validation AUC stayed at chance (0.47): the window shrank on noise,
+before any lesion signal existed.
 """
 
 from __future__ import annotations
@@ -39,16 +48,16 @@ MODELS = {
 
 STAGES = {
     "smoke": [
-        StageConfig("stage1", epochs=1, lr=2e-3, batch_size=16),
-        StageConfig("stage2", epochs=1, lr=5e-4, batch_size=16, aspect_lambda=1.0),
+        StageConfig("stage1", epochs=1, lr=2e-3, stn_lr=2e-4, batch_size=16),
+        StageConfig("stage2", epochs=1, lr=5e-4, stn_lr=5e-5, batch_size=16, aspect_lambda=1.0),
     ],
     "quick": [
-        StageConfig("stage1", epochs=18, lr=2e-3, batch_size=32, warmup_epochs=1),
-        StageConfig("stage2", epochs=4, lr=3e-4, batch_size=32, aspect_lambda=1.0),
+        StageConfig("stage1", epochs=18, lr=2e-3, stn_lr=2e-4, batch_size=32, warmup_epochs=1),
+        StageConfig("stage2", epochs=4, lr=3e-4, stn_lr=3e-5, batch_size=32, aspect_lambda=1.0),
     ],
     "paper": [
-        StageConfig("stage1", epochs=30, lr=1e-4, batch_size=32, warmup_epochs=1, num_workers=8),
-        StageConfig("stage2", epochs=10, lr=1e-5, batch_size=32, aspect_lambda=1.0, num_workers=8),
+        StageConfig("stage1", epochs=30, lr=1e-4, stn_lr=1e-5, batch_size=32, warmup_epochs=1, num_workers=8),
+        StageConfig("stage2", epochs=10, lr=1e-5, stn_lr=1e-6, batch_size=32, aspect_lambda=1.0, num_workers=8),
     ],
 }
 

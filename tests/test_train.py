@@ -197,3 +197,28 @@ def test_step_schedule_drops_once():
         opt.step()
         sched.step()
     assert lrs == [1.0] * 6 + [0.1] * 4
+
+
+def test_localisation_net_has_its_own_learning_rate():
+    model = tiny_model()
+    opt = train_mod.STERNTask(SquareData(8, 0), SquareData(8, 1)).optimizer(model, replace(CFG, lr=1e-3, stn_lr=1e-4))
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in opt.param_groups}
+    assert by_lr[1e-4] == {id(p) for p in model.stn.parameters()}
+    assert by_lr[1e-3] == {id(p) for p in model.classifier.parameters()}
+
+
+def test_tracking_windows_changes_no_weight(tmp_path):
+    data, val = SquareData(32, 0), SquareData(16, 1)
+    a, b = tiny_model(), tiny_model()
+    track = val.images[:3]
+    torch.manual_seed(5)  # the flips draw from the global generator: the same state for both runs
+    plain = train_stage(a, data, val, replace(CFG, epochs=2), tmp_path / "a", progress=False)
+    torch.manual_seed(5)
+    tracked = train_stage(b, data, val, replace(CFG, epochs=2), tmp_path / "b", progress=False, track=track)
+    for (n, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), n
+    assert [r["val_auc"] for r in plain.history] == [r["val_auc"] for r in tracked.history]
+    wins = np.asarray([r["track_windows"] for r in tracked.history])  # (epochs, 3, 4)
+    assert wins.shape == (2, 3, 4)
+    want = train_mod.track_windows(b, track)  # the best epoch's weights are loaded back at the end
+    assert np.allclose(wins[tracked.best_epoch - 1], want, atol=1e-4)
