@@ -3,8 +3,11 @@
 - ``smoke``: seconds on a CPU; checks that everything runs (CI).
 - ``quick``: minutes on a 2-core CPU; the synthetic chest X-rays at 256 px, a small CNN
   behind the STN looking at a 64x64 glimpse, real learning.
-- ``paper``: the paper's model (VGG16 on 256 px inputs, glimpse = input size,
-  official localisation net) for real data on a GPU.
+- ``paper``: the paper's model, exactly the official network (VGG16 on 256 px inputs with
+  3 channels, grey copied to 3, glimpse = input size, official localisation net), for real
+  data on GPUs. Its model, stages and image size are the recipe file
+  ``stkit/configs/stern_chexpert.yaml``; any other recipe file can stand in for a size
+  (``stern_config("my_recipe.yaml")``, ``python -m stkit stern train --config FILE``).
 
 The STERN papers do not publish which layers are frozen per stage, the optimiser, the
 learning rates or the epochs. The kit's choice, used by every size: stage 1 trains the
@@ -27,9 +30,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .configs import load_stern_recipe
 from .stern import STERNConfig
 from .stn import STNConfig
 from .train import StageConfig
+
+PAPER = load_stern_recipe("stern_chexpert")  # the paper recipe, read from its YAML file
 
 VARIANTS = ("bounded", "faithful", "baseline", "oracle")
 
@@ -42,8 +48,8 @@ MODELS = {
     # localisation net needs no detail and sees a 96 px copy.
     "quick": STERNConfig(backbone="small", backbone_width=16, glimpse_size=(64, 64),
                          stn=STNConfig(loc_input_size=96, loc_pool=4, loc_width=8, pyramid=True)),
-    # The official network: VGG16 on 256 px inputs, glimpse = input size, localisation net as released.
-    "paper": STERNConfig(backbone="vgg16", glimpse_size=None, stn=STNConfig(loc_pool=12, loc_width=16)),
+    # The official network (stkit/configs/stern_chexpert.yaml).
+    "paper": PAPER.model,
 }
 
 STAGES = {
@@ -55,14 +61,26 @@ STAGES = {
         StageConfig("stage1", epochs=18, lr=2e-3, stn_lr=2e-4, batch_size=32, warmup_epochs=1),
         StageConfig("stage2", epochs=4, lr=3e-4, stn_lr=3e-5, batch_size=32, aspect_lambda=1.0),
     ],
-    "paper": [
-        StageConfig("stage1", epochs=30, lr=1e-4, stn_lr=1e-5, batch_size=32, warmup_epochs=1, num_workers=8),
-        StageConfig("stage2", epochs=10, lr=1e-5, stn_lr=1e-6, batch_size=32, aspect_lambda=1.0, num_workers=8),
-    ],
+    "paper": PAPER.stages,  # stkit/configs/stern_chexpert.yaml
 }
 
 # Image size the data is read at; None keeps the files' size (the synthetic sets are 128 / 256 px).
-IMAGE_SIZE = {"smoke": None, "quick": None, "paper": 256}
+IMAGE_SIZE = {"smoke": None, "quick": None, "paper": PAPER.image_size}
+
+
+def _base(size: str) -> tuple[STERNConfig, list[StageConfig], int | None]:
+    """(model, stages, image size) of a run size, or of a recipe file given by its path."""
+    if size in MODELS:
+        return MODELS[size], STAGES[size], IMAGE_SIZE[size]
+    if str(size).endswith((".yaml", ".yml")):
+        r = load_stern_recipe(size)
+        return r.model, r.stages, r.image_size
+    raise ValueError(f"run size must be one of {tuple(MODELS)} or a recipe file (.yaml), got {size!r}")
+
+
+def image_size(size: str) -> int | None:
+    """The side images are read at for a run size or recipe file (None: the files' size)."""
+    return _base(size)[2]
 
 
 def stern_config(size: str, variant: str = "bounded") -> STERNConfig:
@@ -75,7 +93,7 @@ def stern_config(size: str, variant: str = "bounded") -> STERNConfig:
     analogue of the paper's detect-then-classify pipeline.
     """
     _check(size, variant)
-    cfg = MODELS[size]
+    cfg = _base(size)[0]
     if variant in ("baseline", "oracle"):
         return replace(cfg, stn=None)
     return replace(cfg, stn=replace(cfg.stn, parameterisation=variant))
@@ -85,7 +103,7 @@ def stern_stages(size: str, variant: str = "bounded") -> list[StageConfig]:
     """The training stages for a size. The baseline has no window, so it gets only stage 1,
     lengthened by stage 2's epochs so that it trains for the same budget."""
     _check(size, variant)
-    stages = [replace(s) for s in STAGES[size]]
+    stages = [replace(s) for s in _base(size)[1]]
     if variant in ("baseline", "oracle"):
         s1 = stages[0]
         return [replace(s1, epochs=sum(s.epochs for s in stages), stn_lr=None)]
@@ -95,7 +113,6 @@ def stern_stages(size: str, variant: str = "bounded") -> list[StageConfig]:
 
 
 def _check(size: str, variant: str) -> None:
-    if size not in MODELS:
-        raise ValueError(f"run size must be one of {tuple(MODELS)}, got {size!r}")
+    _base(size)  # an unknown size or a bad recipe file fails here
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
