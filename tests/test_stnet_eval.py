@@ -111,3 +111,11 @@ def test_figures_render(tmp_path):
     preds = predict_clip(model, batch, "shuffle")
     plot_clip_detections(item["frames"], item["targets"], preds, score_threshold=0.0)
     plot_speed({"shuffle": 3.0, "per frame": 1.0}).savefig(tmp_path / "speed.png")
+
+
+def test_bench_script_runs_at_smoke_size(capsys):
+    from stkit.stnet.bench import main
+
+    out = main(["--size", "smoke", "--steps", "1", "--height", "64", "--width", "80"])
+    assert out["fps_shuffle"] > 0 and out["fps_per_frame"] > 0 and "step_s_reference" in out
+    assert "train step" in capsys.readouterr().out

@@ -64,23 +64,25 @@ def _peak_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
-def bench_step(model, cfg, batch, steps: int, device, amp: str | None = None) -> tuple[float, float]:
-    """Median seconds of forward+backward of one training step, and peak memory (MB)."""
+def bench_step(model, cfg, batch, steps: int, device, amp: str | None = None):
+    """Median wall seconds and CPU seconds (all threads; steadier than wall time on a busy
+    machine) of forward+backward of one training step, and peak memory (MB)."""
     crit = SetCriterion(cfg)
-    times = []
+    times, cpu = [], []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for i in range(steps + 1):  # the first step warms up
         model.zero_grad(set_to_none=True)
         _sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
             loss, _ = loss_on_batch(model, crit, batch)
         loss.backward()
         _sync(device)
         if i:
             times.append(time.perf_counter() - t0)
-    return statistics.median(times), _peak_mb(device)
+            cpu.append(time.process_time() - c0)
+    return statistics.median(times), statistics.median(cpu), _peak_mb(device)
 
 
 def bench_inference(model, batch, repeats: int, device) -> dict:
@@ -121,15 +123,17 @@ def main(argv=None) -> dict:
             print("compiled: not available here; skipped")
             continue
         with op_impl(fn):
-            sec, mb = bench_step(model, cfg, batch, args.steps, device, args.amp)
-        rows[name] = sec
-        print(f"{name:9s}: train step {sec * 1000:8.1f} ms   peak memory {mb:8.1f} MB")
+            sec, cpu, mb = bench_step(model, cfg, batch, args.steps, device, args.amp)
+        rows[name] = (sec, cpu)
+        print(f"{name:9s}: train step {sec * 1000:8.1f} ms wall, {cpu:6.2f} CPU s   "
+              f"peak memory {mb:8.1f} MB")
     if len(rows) == 2:
-        print(f"reference / compiled: {rows['reference'] / rows['compiled']:.2f}x")
+        print(f"reference / compiled: {rows['reference'][0] / rows['compiled'][0]:.2f}x wall, "
+              f"{rows['reference'][1] / rows['compiled'][1]:.2f}x CPU time")
     inf = bench_inference(model, random_batch(cfg, 1, args.height, args.width), max(args.steps, 2), device)
     print(f"inference: shuffle {inf['fps_shuffle']:.1f} frames/s, per-frame "
           f"{inf['fps_per_frame']:.1f} frames/s, ratio {inf['fps_shuffle'] / inf['fps_per_frame']:.2f}x")
-    return {**{f"step_s_{k}": v for k, v in rows.items()}, **inf}
+    return {**{f"step_s_{k}": v[0] for k, v in rows.items()}, **inf}
 
 
 if __name__ == "__main__":
