@@ -3,6 +3,8 @@
     python -m stkit report --size quick --out reports      # all notebooks -> reports/index.html
     python -m stkit run notebooks/03_stern_two_stage_training.ipynb -p RUN_SIZE smoke
     python -m stkit stern train --labels data/cxr_quick/labels.csv --out runs/stern --size quick
+    torchrun --nproc_per_node 8 -m stkit stern train --labels L.csv --out runs/stern \
+        --config stkit/configs/stern_chexpert.yaml --device cuda --precision bf16
 
 Data commands (synthetic sets, converters of the real datasets) belong to the data layer:
 ``python -m data_prep --help``.
@@ -49,11 +51,32 @@ def _parser() -> argparse.ArgumentParser:
     stern.add_argument("action", choices=("train",))
     stern.add_argument("--labels", required=True, help="kit-format label CSV")
     stern.add_argument("--out", required=True, help="run folder (checkpoints, results.json); an existing run resumes")
-    stern.add_argument("--size", default="quick", choices=("smoke", "quick", "paper"))
+    stern.add_argument("--size", choices=("smoke", "quick", "paper"), help="run size (default quick; paper = stkit/configs/stern_chexpert.yaml)")
+    stern.add_argument("--config", help="a recipe file (YAML, see stkit/configs) instead of a run size")
+    stern.add_argument("--precision", choices=("fp32", "bf16"), help="every stage's precision (default: the recipe's; bf16 = autocast on GPUs)")
     stern.add_argument("--variants", nargs="+", default=["bounded", "baseline"], choices=("bounded", "faithful", "baseline"))
     stern.add_argument("--seed", type=int, default=0)
-    stern.add_argument("--device", default="cpu")
+    stern.add_argument("--device", default="cpu", help="cpu, cuda (this process's GPU under torchrun) or auto")
     return ap
+
+
+def _stern_train(args) -> None:
+    """``stern train`` in one process, or in each of torchrun's processes (DDP; gloo on CPU, nccl on GPUs)."""
+    from . import distributed
+    from .configs import recipe_path
+    from .experiment import run_stern
+
+    if args.config and args.size:
+        raise ValueError("give either --size or --config, not both")
+    size = str(recipe_path(args.config)) if args.config else args.size or "quick"
+    world = distributed.setup(args.device)
+    try:
+        results = run_stern(args.labels, args.out, size, tuple(args.variants), args.seed, world.device,
+                            progress=world.main, world=world, precision=args.precision)
+        if world.main:
+            print(json.dumps(results, indent=1))
+    finally:
+        distributed.teardown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             out = args.out or Path("reports") / Path(args.notebook).name
             print(run_notebook(args.notebook, out, _params(args.p)))
         elif args.command == "stern":
-            from .experiment import run_stern
-
-            results = run_stern(args.labels, args.out, args.size, tuple(args.variants), args.seed, args.device)
-            print(json.dumps(results, indent=1))
+            _stern_train(args)
     except (NotebookError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .evaluate import localisation_metrics, predict, roc_auc, thorax_metrics, window_area_fraction
-from .recipes import IMAGE_SIZE, stern_config, stern_stages
+from .recipes import image_size, stern_config, stern_stages
 from .stern import STERN
 from .stn import pixels_to_theta, pyramid_glimpse
 from .train import StageResult, train_stages
@@ -120,27 +120,35 @@ def _window_vs_thorax(model: STERN, test_set, pred: dict, h: int, w: int) -> dic
 
 
 def train_variant(size: str, variant: str, splits: dict, run_dir: str | Path, seed: int = 0, device="cpu", progress: bool = True,
-                  **model_overrides) -> tuple[STERN, list[StageResult]]:
+                  world=None, precision: str | None = None, **model_overrides) -> tuple[STERN, list[StageResult]]:
     """Build and train one variant through all its stages (checkpoints in ``run_dir/<variant>``).
 
     The ``oracle`` variant needs ``splits`` of :class:`ThoraxCrops` (:func:`oracle_splits`)."""
     model = build_stern(size, variant, seed, **model_overrides)
-    results = train_stages(model, splits["train"], splits["val"], stern_stages(size, variant), Path(run_dir) / variant, seed, device, progress)
+    stages = [replace(s, precision=precision or s.precision) for s in stern_stages(size, variant)]
+    results = train_stages(model, splits["train"], splits["val"], stages, Path(run_dir) / variant, seed, device, progress, world=world)
     return model, results
 
 
-def run_stern(labels_csv: str | Path, run_dir: str | Path, size: str = "quick", variants=("bounded", "baseline"), seed: int = 0, device="cpu", progress=True) -> dict:
-    """Train and test each variant; writes ``run_dir/results.json`` and returns it."""
-    splits = load_cxr_splits(labels_csv, IMAGE_SIZE[size])  # fails on bad data before writing anything
+def run_stern(labels_csv: str | Path, run_dir: str | Path, size: str = "quick", variants=("bounded", "baseline"), seed: int = 0, device="cpu", progress=True,
+              world=None, precision: str | None = None) -> dict:
+    """Train and test each variant; writes ``run_dir/results.json`` and returns it.
+
+    ``size``: a run size or a recipe file (``stkit/configs``). ``world``: the torchrun
+    processes (``stkit.distributed.setup``); only the main one writes results.json.
+    ``precision``: "bf16" or "fp32" for every stage (None: as the recipe says)."""
+    device = world.device if world is not None else device
+    splits = load_cxr_splits(labels_csv, image_size(size))  # fails on bad data before writing anything
     results = {}
     for variant in variants:
         t0 = time.perf_counter()
         data = oracle_splits(splits, stern_config(size).glimpse_size) if variant == "oracle" else splits
-        model, stages = train_variant(size, variant, data, run_dir, seed, device, progress)
+        model, stages = train_variant(size, variant, data, run_dir, seed, device, progress, world, precision)
         ev = evaluate_stern(model, data["test"], device)
         ev.pop("predictions")
         results[variant] = ev | {"best_val_auc": [s.best_score for s in stages], "seconds": time.perf_counter() - t0}
-        (Path(run_dir) / "results.json").write_text(json.dumps(results, indent=2))  # after each variant
+        if world is None or world.main:
+            (Path(run_dir) / "results.json").write_text(json.dumps(results, indent=2))  # after each variant
     return results
 
 

@@ -70,12 +70,12 @@ def read_yaml(path: Path, kind: str, sections: set[str]) -> dict:
         raise RecipeError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    head = data.get("recipe") or {}
+    if not isinstance(head, dict) or head.get("kind") != kind:
+        raise RecipeError(f"{path}: recipe.kind is {head.get('kind') if isinstance(head, dict) else None!r}, expected {kind!r}")
     unknown = sorted(set(data) - sections - {"recipe"})
     if unknown:
         raise RecipeError(f"{path}: unknown section(s) {unknown}; a {kind} recipe has {sorted(sections | {'recipe'})}")
-    head = data.get("recipe") or {}
-    if head.get("kind") != kind:
-        raise RecipeError(f"{path}: recipe.kind is {head.get('kind')!r}, expected {kind!r}")
     extra = sorted(set(head) - {"name", "kind", "dataset"})
     if extra:
         raise RecipeError(f"{path}: unknown field(s) recipe.{extra}; allowed: name, kind, dataset")

@@ -1,0 +1,158 @@
+"""Recipe files (stkit/configs): what they build, how they refuse bad fields, the SLURM script,
+and STERN's command line under torchrun (2 gloo processes take the steps 1 process takes)."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stkit import checkpoint
+from stkit.configs import HERE, RecipeError, load_stern_recipe, load_stnet_recipe
+from stkit.recipes import STAGES, image_size, stern_config, stern_stages
+from stkit.stern import STERN
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_stnet_recipe_is_stnet_config_paper():
+    from stkit.stnet import stnet_config
+
+    r = load_stnet_recipe("stnet_buv")
+    assert dataclasses.asdict(r.model) == dataclasses.asdict(stnet_config("paper"))
+    s = r.stage  # the training stage reads the model's optimiser numbers
+    assert (s.epochs, s.lr, s.lr_drop_epoch, s.lr_drop_factor, s.clip_grad, s.batch_size, s.schedule) == (50, 5e-5, 40, 0.1, 0.1, 1, "step")
+    assert r.model.lr * r.model.lr_backbone_mult == pytest.approx(2e-5)
+    assert (r.clip.T, r.clip.test_short_side, r.model.num_queries, r.model.enc_layers, r.model.dec_layers) == (6, 512, 300, 6, 6)
+    assert r.dataset == "buv"
+
+
+def test_stern_paper_size_is_the_recipe_file():
+    r = load_stern_recipe(HERE / "stern_chexpert.yaml")
+    assert stern_config("paper") == r.model and STAGES["paper"] == r.stages and image_size("paper") == 256
+    assert r.model.in_channels == 3 and r.model.backbone == "vgg16" and r.model.stn.loc_pool == 12
+    assert [s.sf for s in r.stages] == [1.25, 1.25] and [s.aspect_lambda for s in r.stages] == [0.0, 1.0]
+    faithful = stern_stages("paper", "faithful")
+    assert all(s.faithful_loss for s in faithful) and stern_config("paper", "faithful").stn.parameterisation == "faithful"
+
+
+def _write(tmp_path, text: str) -> Path:
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    return p
+
+
+HEAD = "recipe: {name: t, kind: stern}\n"
+
+
+@pytest.mark.parametrize("body, match", [
+    ("model: {backbone: small, widht: 3}\nstages: [{name: s}]\n", r"model: unknown field\(s\) \['widht'\]"),
+    ("model: {backbone: small}\nstages: [{name: s, lr: fast}]\n", r"stages\[0\]\.lr: expected float"),
+    ("model: {backbone: small}\nstages: [{name: s, epochs: 2.5}]\n", r"stages\[0\]\.epochs: expected int"),
+    ("model: {backbone: small}\nstages: [{name: s}]\nextras: {}\n", r"unknown section\(s\) \['extras'\]"),
+    ("model: {backbone: small}\nstages: []\n", "non-empty list"),
+    ("model: {backbone: small}\nstages: [{name: s}, {name: s}]\n", "unique"),
+    ("model: {backbone: lenet}\nstages: [{name: s}]\n", "backbone must be one of"),
+])
+def test_bad_recipes_name_file_and_field(tmp_path, body, match):
+    path = _write(tmp_path, HEAD + body)
+    with pytest.raises(RecipeError, match=match) as err:
+        load_stern_recipe(path)
+    assert str(path) in str(err.value)
+
+
+def test_recipe_kind_and_one_place_per_number(tmp_path):
+    with pytest.raises(RecipeError, match="expected 'stern'"):
+        load_stern_recipe(HERE / "stnet_buv.yaml")
+    text = (HERE / "stnet_buv.yaml").read_text().replace("train:", "train:\n  epochs: 3", 1)
+    with pytest.raises(RecipeError, match=r"\['epochs'\] are set elsewhere"):
+        load_stnet_recipe(_write(tmp_path, text))
+    with pytest.raises(FileNotFoundError, match="stern_chexpert"):
+        load_stern_recipe("no_such_recipe")
+
+
+def test_a_recipe_file_stands_in_for_a_run_size(tmp_path):
+    text = (HERE / "stern_chexpert.yaml").read_text().replace("epochs: 30", "epochs: 2")
+    path = _write(tmp_path, text)
+    assert stern_stages(str(path))[0].epochs == 2 and stern_config(str(path)) == stern_config("paper")
+    assert stern_stages(str(path), "baseline")[0].epochs == 12  # the baseline gets both stages' budget
+
+
+def test_slurm_script_passes_slurms_rendezvous_to_torchrun(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho node-a\necho node-b\n")
+    (bin_dir / "srun").write_text("#!/bin/sh\necho \"$@\"\n")  # prints what each node would run
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_NUM_NODES": "2", "SLURM_GPUS_ON_NODE": "4",
+           "SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_JOB_ID": "77", "STKIT_PYTHON": "py"}
+    out = subprocess.run(["bash", str(HERE / "slurm_torchrun.sbatch"), "stern", "train", "--out", "r"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    cmd = out.strip().splitlines()[-1]
+    assert cmd.startswith("--kill-on-bad-exit=1 py -m torch.distributed.run --nnodes 2 --nproc_per_node 4")
+    assert "--rdzv_id 77 --rdzv_backend c10d --rdzv_endpoint node-a:29500 -m stkit stern train --out r" in cmd
+    env.pop("SLURM_JOB_NUM_NODES")
+    bad = subprocess.run(["bash", str(HERE / "slurm_torchrun.sbatch")], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "sbatch" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- torchrun CLI
+TINY = """recipe: {name: tiny, kind: stern, dataset: chexpert}
+model: {backbone: small, in_channels: 1, backbone_width: 4, glimpse_size: [32, 32],
+        stn: {loc_input_size: 80, loc_pool: 1, loc_width: 4}}
+# Only the STN trains; the classifier is frozen, i.e. in eval mode: no dropout masks and
+# no batch statistics, the two things that depend on how a batch is split among processes.
+stages: [{name: s1, epochs: 2, lr: 3.0e-3, stn_lr: 3.0e-3, batch_size: 16, hflip: 0.0, freeze: [classifier]}]
+"""
+
+
+def _tiny_cxr(root: Path) -> Path:
+    """32 train, 8 val, 8 test 80-px grey images; abnormal ones carry a bright square."""
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir(parents=True)
+    rows = ["path,label,patient_id,split,box_x,box_y,box_w,box_h"]
+    for i in range(48):
+        y = i % 2
+        x = (rng.random((80, 80)) * 80).astype(np.uint8)
+        if y:
+            r, c = rng.integers(10, 60, 2)
+            x[r:r + 10, c:c + 10] = 230
+        Image.fromarray(x).save(root / "img" / f"{i}.png")
+        split = "train" if i < 32 else "val" if i < 40 else "test"
+        rows.append(f"img/{i}.png,{y},p{i},{split},,,,")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root / "labels.csv"
+
+
+def _cli(tmp: Path, nproc: int, labels: Path, recipe: Path) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "STKIT_OPS_BACKEND": "reference"}
+    args = ["stern", "train", "--labels", str(labels), "--out", str(tmp), "--config", str(recipe), "--variants", "bounded"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), "-m", "stkit"]
+    cmd = [sys.executable, "-m", "stkit"] if nproc == 1 else launch
+    out = subprocess.run(cmd + args, capture_output=True, text=True, env=env, timeout=400, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert (tmp / "results.json").exists()
+    ckpt = checkpoint.load(tmp / "bounded" / "s1_last.pt", "cpu")
+    assert ckpt["record"]["processes"] == nproc
+    return ckpt["model"]
+
+
+def test_torchrun_cli_two_gloo_processes_match_one(tmp_path):
+    labels = _tiny_cxr(tmp_path / "data")
+    recipe = _write(tmp_path, TINY)
+    one = _cli(tmp_path / "one", 1, labels, recipe)
+    two = _cli(tmp_path / "two", 2, labels, recipe)
+    torch.manual_seed(0)
+    init = STERN(stern_config(str(recipe))).state_dict()
+    assert one.keys() == two.keys() == init.keys()
+    for k in one:
+        assert torch.allclose(one[k], two[k], rtol=1e-4, atol=1e-6), k
+    moved = [k for k in one if k.startswith("stn.") and not torch.equal(one[k], init[k])]
+    assert len(moved) >= 10  # the STN trained (and both runs agree), rather than agreeing by standing still
+    assert all(torch.equal(one[k], init[k]) for k in one if k.startswith("classifier.") and "running" not in k)
