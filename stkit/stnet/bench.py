@@ -46,7 +46,8 @@ def op_impl(fn):
 def random_batch(cfg, B: int, H: int, W: int, seed: int = 0) -> dict:
     gen = torch.Generator().manual_seed(seed)
     T = cfg.n_frames
-    targets = [[{"boxes": torch.tensor([[20.0, 30.0, 60.0, 70.0]]), "labels": torch.tensor([1 + b % 2]),
+    box = torch.tensor([[0.2 * W, 0.3 * H, 0.5 * W, 0.6 * H]])
+    targets = [[{"boxes": box, "labels": torch.tensor([1 + b % 2]),
                  "image_id": 10 * b + t, "size": torch.tensor([H, W]), "orig_size": torch.tensor([H, W])}
                 for t in range(T)] for b in range(B)]
     return {"frames": torch.rand(B, T, 3, H, W, generator=gen),
