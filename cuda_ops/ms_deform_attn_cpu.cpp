@@ -3,7 +3,10 @@
 // Work split (no two threads ever write the same memory, so no atomics): a task is one
 // (n, m) head and one chunk of its queries. A head only reads value[n, :, m, :] and only
 // writes grad_value[n, :, m, :]; when there are fewer heads than threads, the queries are
-// split into chunks with private grad_value buffers that are summed at the end.
+// split into chunks with private grad_value buffers that are summed at the end. The
+// calling thread and helpers from ATen's inter-op pool claim tasks from one counter; the
+// caller waits only for claimed tasks, never for a helper to be scheduled, and no
+// fork-join region runs inside a call (see TaskQueue).
 //
 // Per (query, head), three phases:
 //   1. resolve the L*P points, W points at a time with SIMD vectors: pixel position,
@@ -19,10 +22,13 @@
 // (x86-64-v4, x86-64-v3, baseline) and the loader picks one for the CPU at hand: no
 // -march=native, and the library stays valid in a cache folder shared between machines.
 //
-// Staging: a head's rows sit M*D elements apart, so one head maps to 1/M of the cache
-// sets and thrashes L2. When rows are reused (encoder-like calls: many queries), the head
-// is first copied into a contiguous per-thread buffer, in float for half types, with rows
-// padded to whole vectors; the backward pass accumulates its grad_value there too.
+// Strategy (make_plan, from the shape alone): a head's rows sit M*D elements apart, so
+// one head maps to 1/M of the cache sets and thrashes L2. When rows are reused enough
+// (encoder-like calls: many queries), the head is first copied into a contiguous
+// per-thread buffer, in float for half types, with rows padded to whole vectors, and the
+// backward accumulates its grad_value in a second such buffer. With few queries
+// (decoder-like calls) rows are gathered in place, with the corner rows of upcoming
+// points prefetched.
 //
 // Semantics follow stkit.ops.reference: pixel = loc * size - 0.5, corners outside the map
 // count as zero, and a point counts only when -1 <= pixel < size in both coordinates, a
@@ -310,8 +316,15 @@ struct TaskQueue {
   int64_t n = 0;                 // number of tasks
   int64_t claim() { return next.fetch_add(1, std::memory_order_relaxed); }
   void finish() { done.fetch_add(1, std::memory_order_release); }
-  void wait() const {
-    while (done.load(std::memory_order_acquire) < n) std::this_thread::yield();
+  void wait() const { wait_for(n); }
+  // Stop handing out tasks and wait for those already claimed (the caller failed).
+  void cancel() {
+    wait_for(std::min(n, next.exchange(std::numeric_limits<int64_t>::max() / 2)));
+  }
+
+ private:
+  void wait_for(int64_t k) const {
+    while (done.load(std::memory_order_acquire) < k) std::this_thread::yield();
   }
 };
 
@@ -542,15 +555,14 @@ STKIT_INLINE void forward_tasks(const FwdArgs<T>& a) {
   const Plan& plan = a.plan;
   const int64_t K = plan.chunks, D = g.D, MD = g.M * g.D, LP = g.L * g.P;
   const int64_t LPW = (LP + Simd<A>::W - 1) / Simd<A>::W * Simd<A>::W;  // padded
-  int64_t t = a.queue->claim();
-  if (t >= a.queue->n) return;  // a helper that woke late: touch nothing else
-  // Scratch buffers live across the tasks of this thread.
+  // Scratch first (all that may throw), then tasks; a helper that woke late claims
+  // nothing and never touches the tensors.
   const PointTables<A> tb(g, LPW);
   QueryPoints<A> qp(LP, LPW);
   std::vector<A> acc(static_cast<size_t>(plan.len));
   A* staged = plan.stage ? thread_buffer<A>(0, g.S * plan.len) : nullptr;
   int64_t staged_head = -1;
-  for (; t < a.queue->n; t = a.queue->claim()) {
+  for (int64_t t = a.queue->claim(); t < a.queue->n; t = a.queue->claim()) {
     const int64_t chunk = t % K, nm = t / K, m = nm % g.M, n = nm / g.M;
     const int64_t q0 = g.Lq * chunk / K, q1 = g.Lq * (chunk + 1) / K;
     const T* vhead = a.value + n * g.S * MD + m * D;  // value[n, 0, m, :]
@@ -751,16 +763,15 @@ STKIT_INLINE void backward_tasks(const BwdArgs<T>& a) {
   const Plan& plan = a.plan;
   const int64_t K = plan.chunks, D = g.D, MD = g.M * g.D, SL = g.S * plan.len, LP = g.L * g.P;
   const int64_t LPW = (LP + Simd<A>::W - 1) / Simd<A>::W * Simd<A>::W;  // padded
-  int64_t t = a.queue->claim();
-  if (t >= a.queue->n) return;  // a helper that woke late: touch nothing else
-  // Scratch buffers live across the tasks of this thread.
+  // Scratch first (all that may throw), then tasks; a helper that woke late claims
+  // nothing and never touches the tensors.
   const PointTables<A> tb(g, LPW);
   QueryPoints<A> qp(LP, LPW);
   BwdScratch<A> sc(plan.len, LP);
   A* staged = plan.stage ? thread_buffer<A>(0, SL) : nullptr;
   A* local = plan.local ? thread_buffer<A>(1, SL) : nullptr;  // (S, len) grad rows
   int64_t staged_head = -1;
-  for (; t < a.queue->n; t = a.queue->claim()) {
+  for (int64_t t = a.queue->claim(); t < a.queue->n; t = a.queue->claim()) {
     const int64_t chunk = t % K, nm = t / K, m = nm % g.M, n = nm / g.M;
     const int64_t q0 = g.Lq * chunk / K, q1 = g.Lq * (chunk + 1) / K;
     const int64_t head = n * g.S * MD + m * D;  // offset of [n, 0, m, 0]
@@ -831,8 +842,20 @@ void run_parallel(const Args& in) {
   auto job = std::make_shared<Job<Args>>(in);
   job->args.queue = &job->queue;
   job->queue.n = in.g.N * in.g.M * in.plan.chunks;
-  for (int64_t w = 1; w < in.plan.workers; ++w) at::launch([job] { run_tasks(job->args); });
-  run_tasks(job->args);
+  for (int64_t w = 1; w < in.plan.workers; ++w) {
+    at::launch([job] {
+      try {
+        run_tasks(job->args);
+      } catch (...) {  // out of memory for scratch before claiming: the others go on
+      }
+    });
+  }
+  try {
+    run_tasks(job->args);
+  } catch (...) {
+    job->queue.cancel();  // no helper may still write into the tensors after we throw
+    throw;
+  }
   job->queue.wait();
 }
 
