@@ -159,3 +159,15 @@ def test_errors_name_the_tensor():
         mod(q, ref, v, ss.float(), lsi)
     with pytest.raises(ValueError, match="value has S=27"):
         mod(q, ref, v[:, :27], ss, lsi)
+
+
+def test_autocast_bf16_samples_in_float32():
+    torch.manual_seed(0)
+    mod = MSDeformAttn(16, 3, 2, 2)
+    ss = torch.tensor(SHAPES)
+    q, v, ref = torch.randn(1, 5, 16), torch.randn(1, 28, 16), torch.rand(1, 5, 3, 2)
+    full = mod(q, ref, v, ss, level_start_index(ss))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, loc, _ = mod(q, ref, v, ss, level_start_index(ss), return_attention=True)
+    assert loc.dtype == torch.float32  # locations never rounded to bf16
+    torch.testing.assert_close(out.float(), full, atol=0.05, rtol=0.05)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["MSDeformAttn", "level_start_index", "ring_offset_bias", "sampling_locations",
-           "check_attention_inputs"]
+           "check_attention_inputs", "sampling_dtype"]
 
 INITS = ("detr", "default")
 
@@ -66,6 +66,13 @@ def sampling_locations(reference_points: torch.Tensor, offsets: torch.Tensor,
         wh = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], -1)  # (L, 2) as (W, H)
         return ref + offsets / wh.to(offsets)[None, None, None, :, None, :]
     return ref[..., :2] + offsets / P * ref[..., 2:] * 0.5
+
+
+def sampling_dtype(value: torch.Tensor, locations: torch.Tensor) -> torch.dtype:
+    """The op's dtype: the wider of value's and the locations'. Under autocast the value
+    projection is bf16/fp16 while locations stay float32; bf16 locations would be off by
+    up to half a pixel on a 128-pixel map, so the sampling runs in float32 then."""
+    return torch.promote_types(value.dtype, locations.dtype)
 
 
 def check_attention_inputs(query, reference_points, value_input, spatial_shapes,
@@ -176,7 +183,8 @@ class MSDeformAttn(nn.Module):
         off, logits = self.point_heads(query, self.sampling_offsets, self.attention_weights, L, P)
         attn = F.softmax(logits, -1).view(N, Lq, self.n_heads, L, P)
         loc = sampling_locations(reference_points, off, spatial_shapes)  # (N, Lq, M, L, P, 2)
-        out = ms_deform_attn(value, spatial_shapes, level_start_index, loc.to(value.dtype),
-                             attn.to(value.dtype))  # (N, Lq, C)
+        dt = sampling_dtype(value, loc)
+        out = ms_deform_attn(value.to(dt), spatial_shapes, level_start_index, loc.to(dt),
+                             attn.to(dt))  # (N, Lq, C)
         out = self.output_proj(out)
         return (out, loc, attn) if return_attention else out

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import ms_deform_attn
-from ..ops.module import INITS, MSDeformAttn, level_start_index, sampling_locations
+from ..ops.module import (INITS, MSDeformAttn, level_start_index, sampling_dtype,
+                          sampling_locations)
 
 __all__ = ["STDA", "frame_order", "arrange_frames"]
 
@@ -86,10 +87,11 @@ class STDA(MSDeformAttn):
             raise ValueError(f"STDA: built for clips of {self.n_frames} frames, got value with T={T}")
         off, logits = self.point_heads(query, self.sampling_offsets, self.attention_weights, L, Kc)
         loc = sampling_locations(reference_points, off, spatial_shapes)  # (N, Lq, M, L, Kc, 2)
+        dt = sampling_dtype(value, loc)  # float32 under autocast (see ops.module)
+        value = value.to(dt)
         if not self.temporal:
             attn = F.softmax(logits, -1).view(N, Lq, M, L, Kc)
-            out = ms_deform_attn(value[:, 0], spatial_shapes, level_start_idx,
-                                 loc.to(value.dtype), attn.to(value.dtype))
+            out = ms_deform_attn(value[:, 0], spatial_shapes, level_start_idx, loc.to(dt), attn.to(dt))
             out = self.output_proj(out)
             return (out, {"loc": loc, "attn": attn}) if return_attention else out
         Lo = L * (T - 1)
@@ -99,7 +101,6 @@ class STDA(MSDeformAttn):
         attn_t = attn_all[..., L * Kc:].reshape(N, Lq, M, Lo, Kt)
         shapes_t = spatial_shapes.repeat(T - 1, 1)  # (Lo, 2) pseudo-levels, frame-major
         loc_t = sampling_locations(reference_points.repeat(1, 1, T - 1, 1), off_t, shapes_t)
-        dt = value.dtype
         if Kc == Kt:  # one call over T*L levels
             shapes_all = spatial_shapes.repeat(T, 1)
             out = ms_deform_attn(value.flatten(1, 2), shapes_all, level_start_index(shapes_all),
