@@ -5,9 +5,9 @@ built for the device) in the same run: forward alone (under no_grad) and forward
 backward, median over repeats after warm-up, and prints the speedup over the reference.
 In the same run it measures the machine's two limits, so that every figure says how far
 it is from them (the roofline):
-    copy GB/s   a large tensor copy (bytes read + written per second), the memory limit
-    GFMA/s      a large float32 (float64/half: that dtype) matmul, n^3 multiply-adds
-                per second, the arithmetic limit
+    copy GB/s   a 64 MB tensor copy (bytes read + written per second), the memory limit
+    GFMA/s      a 1024^3 matmul in the benchmarked dtype, n^3 multiply-adds per second,
+                the arithmetic limit
 Both run with the benchmark's thread count. This is a script, not a test: timings depend
 on the machine and on what else runs on it; ratios measured in one run vary less.
 
@@ -178,15 +178,20 @@ def _timeit(fn, device: torch.device, warmup: int, repeats: int,
 
 
 def roofline(device: torch.device, dtype: torch.dtype) -> dict:
-    """Measured copy bandwidth (GB/s, read + write) and matmul multiply-adds (GFMA/s)."""
-    src = torch.randn(64 << 20, device=device)  # 256 MB: far beyond any cache
+    """Measured copy bandwidth (GB/s, read + write) and matmul multiply-adds (GFMA/s).
+
+    Sized to take well under a second on a CPU: a 64 MB copy (beyond any CPU cache) and a
+    1024^3 matmul; on a GPU 256 MB and 4096^3.
+    """
+    gpu = device.type == "cuda"
+    numel, n = (64 << 20, 4096) if gpu else (16 << 20, 1024)
+    src = torch.randn(numel, device=device)
     dst = torch.empty_like(src)
     copy_ms = _timeit(lambda: dst.copy_(src), device, 2, 7)
-    n = 2048 if device.type == "cuda" or dtype != torch.float64 else 1024
     a = torch.randn(n, n, device=device).to(dtype)
     mm_ms = _timeit(lambda: a @ a, device, 1, 5)
     del src, dst
-    return dict(copy_gbs=2 * (64 << 20) * 4 / copy_ms / 1e6, gfmas=n ** 3 / mm_ms / 1e6)
+    return dict(copy_gbs=2 * numel * 4 / copy_ms / 1e6, gfmas=n ** 3 / mm_ms / 1e6)
 
 
 def _measure(fn, inputs, device, warmup, repeats) -> tuple[float, float]:
