@@ -25,7 +25,6 @@ acoustic simulator.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -36,7 +35,9 @@ from PIL import Image
 
 from stkit.data.buv import FRAMES_DIR, SPLIT_FILES
 
+from . import generator_cli
 from .bmode import render_video  # noqa: F401  (the image formation; re-exported)
+
 
 GENERATOR_VERSION = "1.0"
 
@@ -245,27 +246,8 @@ def ensure_buv(data_dir, run_size: str, seed: int = 0) -> Path:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m data_prep.synthetic_buv",
-                                 description="Generate the kit's synthetic breast-ultrasound videos (BUV format).")
-    ap.add_argument("--out", required=True, help="output folder (created; never overwritten)")
-    ap.add_argument("--size", default="quick", help=f"one of {sorted(SIZES)}")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                    help="override a parameter, e.g. --set n_train=48 --set fade_fraction=0.2")
-    a = ap.parse_args(argv)
-    overrides = {}
-    for item in a.set:
-        name, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--set expects NAME=VALUE, got {item!r}")
-        try:
-            overrides[name.strip()] = json.loads(value)
-        except ValueError:
-            ap.error(f"--set {name}: {value!r} is not a number or a JSON list")
-    try:
-        print(generate_synthetic_buv(a.out, a.size, a.seed, **overrides))
-    except (ValueError, TypeError, FileExistsError) as e:
-        ap.exit(2, f"error: {e}\n")
+    generator_cli.run(argv, "python -m data_prep.synthetic_buv", "Generate the kit's synthetic breast-ultrasound videos (BUV format).", SIZES, generate_synthetic_buv,
+                      "--set n_train=48 --set fade_fraction=0.2")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ real datasets. This module is not a radiological simulator: the anatomy is a dra
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -32,6 +31,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
+
+from . import generator_cli
+
 
 GENERATOR_VERSION = "2.0"
 REF = 256  # text sizes and blur are specified on a 256 px canvas and scaled to others
@@ -595,27 +597,8 @@ def _write_csv(path: Path, header, rows):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m data_prep.synthetic_cxr",
-                                 description="Generate the kit's synthetic chest X-ray data set.")
-    ap.add_argument("--out", required=True, help="output folder (created; never overwritten)")
-    ap.add_argument("--size", default="quick", help=f"one of {sorted(SIZES)}")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                    help="override a parameter, e.g. --set n_images=500 --set lesion_contrast=[0.08,0.12]")
-    a = ap.parse_args(argv)
-    overrides = {}
-    for item in a.set:
-        name, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--set expects NAME=VALUE, got {item!r}")
-        try:
-            overrides[name.strip()] = json.loads(value)
-        except ValueError:
-            ap.error(f"--set {name}: {value!r} is not a number or a JSON list")
-    try:
-        print(generate_synthetic_cxr(a.out, a.size, a.seed, **overrides))
-    except (ValueError, TypeError, FileExistsError) as e:
-        ap.exit(2, f"error: {e}\n")
+    generator_cli.run(argv, "python -m data_prep.synthetic_cxr", "Generate the kit's synthetic chest X-ray data set.", SIZES, generate_synthetic_cxr,
+                      "--set n_images=500 --set lesion_contrast=[0.08,0.12]")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 - :func:`render_query_points`: one query's sampling points on every level, coloured by
   attention weight (pure: the notebook's ipywidgets explorer calls it too).
 - :func:`plot_attention_weights`: the softmax over the L*P points of each head.
-- :func:`plot_speed`: benchmark rows of :func:`stkit.bench.run_ops_benchmark` as bars.
+- :func:`plot_speed`: benchmark rows of :func:`stkit.ops.bench.run_ops_benchmark` as bars.
 
 Every plotting function draws a new matplotlib figure and returns it.
 """
