@@ -13,6 +13,8 @@ import sys
 COMMANDS = {
     "synthetic-cxr": ("data_prep.synthetic_cxr", "generate the built-in synthetic chest X-rays"),
     "convert-cxr": ("data_prep.cxr_datasets", "convert CheXpert / ChestX-ray14 / VinDr-CXR labels to the kit's CSV"),
+    "synthetic-buv": ("data_prep.synthetic_buv", "generate the built-in synthetic breast-ultrasound videos (BUV format)"),
+    "prepare-buv": ("data_prep.buv", "check a BUV download, apply the errata, write cleaned JSONs"),
     "prepare-cxr-images": ("data_prep.prepare_images", "DICOM/PNG/JPEG of a kit label CSV -> PNGs of one size, boxes scaled"),
 }
 
