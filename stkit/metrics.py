@@ -91,6 +91,13 @@ SECTIONS: dict[str, dict[str, Metric]] = {
         ("op_backend", "deformable-attention implementation that ran", "", True),
         ("seconds", "wall time of the notebook's training and evaluation", "s", True),
     ),
+    "paper": _m(  # notebook 06: the papers' numbers beside the runs'
+        ("paper_numbers", "papers' numbers in notebook 06's side-by-side tables", "", True),
+        ("paper_numbers_unverified", "of which nobody could check against the paper (labelled so)", "", True),
+        ("run_numbers_present", "run numbers found beside them", "", True),
+        ("run_numbers_missing", "run numbers shown as 'not run' (their notebook did not run or write them)", "", True),
+        ("sections_on_real_data", "metric sections whose numbers come from real data (0: all synthetic)", "", True),
+    ),
 }
 
 

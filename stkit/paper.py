@@ -108,7 +108,7 @@ class MissingDataError(FileNotFoundError):
 
 
 def missing_data_message(name: str, data_dir: str | Path, looked_at: Path) -> str:
-    d = DATASETS[name]
+    d, data_dir, looked_at = DATASETS[name], Path(data_dir).resolve(), Path(looked_at).resolve()
     return (f"RUN_SIZE='paper' needs the real {d.name}, prepared: {looked_at} does not exist.\n"
             f"  request it: {d.request}\n  terms: {d.terms}\n"
             f"  then prepare it: {d.prepare.replace('DATA_DIR', str(data_dir))}\n"
@@ -130,6 +130,19 @@ def require_data(name: str, data_dir: str | Path, run_size: str = "paper", given
     if not path.exists():
         raise MissingDataError(missing_data_message(name, data_dir, path))
     return path
+
+
+def require_datasets(data_dir: str | Path, run_size: str = "paper", names=tuple(DATASETS)) -> dict:
+    """:func:`require_data` for several datasets at once; one error listing every missing one."""
+    found, missing = {}, []
+    for name in names:
+        try:
+            found[name] = require_data(name, data_dir, run_size)
+        except MissingDataError as err:
+            missing.append(str(err))
+    if missing:
+        raise MissingDataError("\n".join(missing))
+    return found
 
 
 # ----------------------------------------------------------------------------- report rows
