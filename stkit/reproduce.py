@@ -21,6 +21,7 @@ from . import paper
 from .metrics import find
 
 SYNTHETIC, REAL = "synthetic", "real"
+DATA_SECTIONS = {"stern": "CheXpert", "stnet": "BUV"}  # metric sections whose numbers depend on a dataset
 
 # What each run row is (label, section, key); the papers' rows come from stkit.paper.
 STERN_RUN_ROWS = [("STERN (bounded STN), both stages", "stern", "test_auc"),
@@ -47,7 +48,8 @@ def _read_json(path: Path) -> dict:
 
 
 def collect_report(report_dir: str | Path, run_size: str, skip: str | Path | None = None) -> tuple[dict, dict]:
-    """(metrics, data) of a report folder: ``{section: values}`` and ``{section: description}``.
+    """(metrics, data) of a report folder: ``{section: values}`` and ``{section: data description}``
+    (the latter for the sections whose numbers depend on a dataset, :data:`DATA_SECTIONS`).
 
     Reads ``report_dir/*/metrics.json`` (each notebook's OUT_DIR; ``skip`` is this
     notebook's own) or, when there are none, ``report_dir/metrics.json``. A section
@@ -69,7 +71,8 @@ def collect_report(report_dir: str | Path, run_size: str, skip: str | Path | Non
                 raise ValueError(f"metrics section {section!r} is in both {origin[section]} and {f}")
             metrics[section], origin[section] = values, f
     kind = REAL if run_size == "paper" else SYNTHETIC
-    data = {s: f"{kind} (run size {run_size}, {origin[s].parent.name})" for s in metrics}
+    data = {s: f"{kind} ({DATA_SECTIONS[s] if kind == REAL else 'built-in'}, run size {run_size}, {origin[s].parent.name})"
+            for s in metrics if s in DATA_SECTIONS}
     return metrics, data
 
 

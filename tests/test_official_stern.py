@@ -41,7 +41,7 @@ def official():
     net = OfficialLayout().double().eval()
     with torch.no_grad():  # a regressor that depends on the image (the released start is constant)
         net.fc_loc[2].weight.normal_(0, 0.02)
-        net.fc_loc[2].bias.copy_(torch.tensor([0.7, 0.6, 0.1, -0.05]))
+        net.fc_loc[2].bias.copy_(torch.tensor([0.9, 0.6, 0.1, -0.05]))  # sx/sy about 1.5: the hinge is active
     return net
 
 
@@ -59,15 +59,21 @@ def test_official_weights_give_the_official_outputs(official):
     load_official_state_dict(kit, official.state_dict())
     g = torch.Generator().manual_seed(0)
     grey = torch.rand(2, 1, 256, 256, generator=g, dtype=torch.float64)
-    with torch.no_grad():
-        prob, aspect = official(grey.expand(-1, 3, -1, -1))  # the official net on the grey image copied to RGB
-        out = kit(grey)  # the kit copies the grey channel itself
+    prob, aspect = official(grey.expand(-1, 3, -1, -1))  # the official net on the grey image copied to RGB
+    out = kit(grey)  # the kit copies the grey channel itself
     assert torch.allclose(torch.sigmoid(out.logit), prob[:, 0], rtol=1e-10, atol=1e-12)
     assert torch.allclose(out.aspect, aspect, rtol=1e-10, atol=1e-12)
     assert prob.std() > 0 and aspect.std() > 0  # the outputs differ per image: a comparison that can fail
     y = torch.tensor([1.0, 0.0], dtype=torch.float64)
-    official_loss = F.binary_cross_entropy(prob[:, 0], y) + torch.clamp(aspect - 1.25, min=0).mean()
-    assert torch.allclose(STERNLoss(1.0, 1.25, faithful=True)(out.logit, y, out.aspect), official_loss, rtol=1e-10)
+    official_loss = F.binary_cross_entropy(prob[:, 0], y) + torch.clamp(aspect - 1.25, min=0).mean()  # stage 2
+    kit_loss = STERNLoss(1.0, 1.25, faithful=True)(out.logit, y, out.aspect)
+    assert torch.allclose(kit_loss, official_loss, rtol=1e-10)
+    official_loss.backward()
+    kit_loss.backward()
+    ours = dict(kit.named_parameters())
+    for name, p in official.named_parameters():  # every gradient, through the mapping
+        assert torch.allclose(ours[official_key(name)].grad, p.grad, rtol=1e-7, atol=1e-12), name
+    assert official.localization[0].weight.grad.abs().sum() > 0 and (aspect > 1.25).all()
     back = to_official_state_dict(kit)
     assert back.keys() == official.state_dict().keys()
     assert all(torch.equal(back[k], v) for k, v in official.state_dict().items())
