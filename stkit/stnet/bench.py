@@ -1,7 +1,7 @@
 """Timing script (not a test): one STNet training step with the compiled op vs the reference,
 and encoder-feature-shuffle vs frame-by-frame inference, measured in one run.
 
-    python -m stkit.stnet.bench --size quick [--steps 3] [--device cpu] [--amp bf16]
+    python -m stkit.stnet.bench --size quick [--steps 3] [--device cpu] [--amp bf16] [--threads 1]
 
 Prints, per op implementation, the median forward+backward time of one training step on a
 random clip batch (``cfg.batch_size`` clips of ``--height`` x ``--width``) and the peak
@@ -110,14 +110,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", choices=["bf16"], default=None)
     ap.add_argument("--baseline", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
     cfg = stnet_config(args.size, baseline=args.baseline)
     model = build_stnet(cfg).to(device).train()
     batch = random_batch(cfg, cfg.batch_size, args.height, args.width)
     print(f"STNet {args.size}: {cfg.batch_size} clips x {cfg.n_frames} frames x "
-          f"{args.height}x{args.width}, device {device}, amp {args.amp}, op {backend(device)}")
+          f"{args.height}x{args.width}, device {device}, amp {args.amp}, op {backend(device)}, "
+          f"{torch.get_num_threads()} CPU threads")
     rows = {}
     for name, fn in (("compiled", dispatching_op), ("reference", ms_deform_attn_reference)):
         if name == "compiled" and not backend(device).startswith("compiled"):
