@@ -1,7 +1,9 @@
 """Papermill smoke runs of every numbered notebook, through the kit's own runner."""
 
 import json
+import re
 
+import nbformat
 import pytest
 
 from stkit import metrics as declared
@@ -22,11 +24,64 @@ def test_notebooks_are_stored_without_outputs():
         assert not dirty, f"{path.name}: cells {dirty} have stored outputs"
 
 
+KIT_KERNEL = {"name": "stkit", "display_name": "Python (stkit)", "language": "python"}
+
+
+def test_notebooks_open_on_the_kits_kernel():
+    import nbformat
+
+    for path in numbered_notebooks():
+        spec = dict(nbformat.read(path, as_version=4).metadata.get("kernelspec", {}))
+        assert spec == KIT_KERNEL, f"{path.name} declares kernel {spec}; JupyterLab would start a Python without the kit"
+
+
+def test_default_out_dir_is_not_the_reports_folder():
+    # A notebook run by hand must not overwrite what `make report` wrote.
+    from stkit.runner import notebook_parameters
+
+    for path in numbered_notebooks():
+        out_dir = str(notebook_parameters(path).get("OUT_DIR", ""))
+        assert out_dir and "reports" not in out_dir.split("/"), f"{path.name}: default OUT_DIR {out_dir!r}"
+
+
+def _table_rows(markdown: str):
+    """Cell counts of each markdown table row (| outside code spans and math)."""
+    tables, current = [], []
+    for line in markdown.splitlines() + [""]:
+        if line.strip().startswith("|"):
+            bare = re.sub(r"`[^`]*`|\$[^$]*\$", "x", line.replace("\\|", "x"))
+            current.append(bare.strip().strip("|").count("|") + 1)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def test_markdown_tables_have_even_rows():
+    import nbformat
+
+    for path in numbered_notebooks():
+        for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            if cell.cell_type == "markdown":
+                for rows in _table_rows(cell.source):
+                    assert len(set(rows)) == 1, f"{path.name} cell {i}: table rows have {rows} cells (an unescaped |?)"
+
+
+def test_table_check_can_fail():
+    assert _table_rows("| a | b |\n|---|---|\n| x `|` | y |\n") == [[2, 2, 2]]
+    assert _table_rows("| a | b |\n|---|---|\n| x | y | z |\n") == [[2, 2, 3]]
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", numbered_notebooks(), ids=lambda p: p.stem)
 def test_notebook_smoke(path, tmp_path, data_dir):
     out_dir = tmp_path / path.stem
     run_notebook(path, tmp_path / f"{path.stem}.ipynb", {"RUN_SIZE": "smoke", "OUT_DIR": str(out_dir), "DATA_DIR": str(data_dir), "INTERACTIVE": False})
+    page = (tmp_path / f"{path.stem}.html").read_text()
+    remote = re.findall(r"<(?:script|link|img)[^>]+(?:src|href)=[\"']?(?:https?:)?//[^\"' >]+", page)
+    assert not remote and "$$" not in page, f"{path.name}: the page needs the network ({remote[:3]}) or shows raw math"
+    injected = [c for c in nbformat.read(tmp_path / f"{path.stem}.ipynb", as_version=4).cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and str(tmp_path) not in injected[0].source and "'/" not in injected[0].source, injected[0].source
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics, f"{path.name} wrote no metrics"
     for section, values in metrics.items():  # every key declared in stkit.metrics, none missing
