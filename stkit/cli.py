@@ -1,8 +1,10 @@
-"""Command line of the kit: ``python -m stkit {report,run,stern} ...``.
+"""Command line of the kit: ``python -m stkit {report,run,stern,stnet} ...``.
 
     python -m stkit report --size quick --out reports      # all notebooks -> reports/index.html
     python -m stkit run notebooks/03_stern_two_stage_training.ipynb -p RUN_SIZE smoke
     python -m stkit stern train --labels data/cxr_quick/labels.csv --out runs/stern --size quick
+    python -m stkit stnet train --data data/buv_quick_seed0 --out runs/stnet --size quick
+    python -m stkit stnet eval --data data/buv_quick_seed0 --out runs/stnet --size quick
     torchrun --nproc_per_node 8 -m stkit stern train --labels L.csv --out runs/stern \
         --config stkit/configs/stern_chexpert.yaml --device cuda --precision bf16
 
@@ -54,10 +56,43 @@ def _parser() -> argparse.ArgumentParser:
     stern.add_argument("--size", choices=("smoke", "quick", "paper"), help="run size (default quick; paper = stkit/configs/stern_chexpert.yaml)")
     stern.add_argument("--config", help="a recipe file (YAML, see stkit/configs) instead of a run size")
     stern.add_argument("--precision", choices=("fp32", "bf16"), help="every stage's precision (default: the recipe's; bf16 = autocast on GPUs)")
-    stern.add_argument("--variants", nargs="+", default=["bounded", "baseline"], choices=("bounded", "faithful", "baseline"))
+    stern.add_argument("--variants", nargs="+", default=["bounded", "baseline"], choices=("bounded", "faithful", "baseline", "oracle"))
     stern.add_argument("--seed", type=int, default=0)
     stern.add_argument("--device", default="cpu", help="cpu, cuda (this process's GPU under torchrun) or auto")
+    stnet = sub.add_parser("stnet", help="train or evaluate STNet and its single-frame baseline on BUV-format videos")
+    stnet.add_argument("action", choices=("train", "eval"))
+    stnet.add_argument("--data", required=True, help="BUV-format folder (rawframes/ and the split JSONs)")
+    stnet.add_argument("--out", required=True, help="run folder (<variant>/ checkpoints, results.json); an existing run resumes")
+    stnet.add_argument("--size", choices=("smoke", "quick", "paper"), help="run size (default quick; paper = stkit/configs/stnet_buv.yaml)")
+    stnet.add_argument("--config", help="an STNet recipe file (YAML, see stkit/configs) instead of a run size")
+    stnet.add_argument("--precision", choices=("fp32", "bf16"), help="training precision (bf16 = autocast on GPUs)")
+    stnet.add_argument("--variants", nargs="+", default=["stnet", "baseline"], choices=("stnet", "baseline", "faithful"))
+    stnet.add_argument("--seed", type=int, default=0)
+    stnet.add_argument("--device", default="cpu", help="cpu, cuda (this process's GPU under torchrun) or auto")
     return ap
+
+
+def _stnet(args) -> None:
+    """``stnet train`` (one process or each of torchrun's; DDP) and ``stnet eval`` (one process)."""
+    from . import distributed
+    from .stnet.experiment import evaluate_run, run_stnet
+
+    if args.config and args.size:
+        raise ValueError("give either --size or --config, not both")
+    size = args.config or args.size or "quick"
+    if args.action == "eval":
+        results = evaluate_run(args.data, args.out, size, tuple(args.variants), distributed.setup(args.device).device)
+        print(json.dumps(results, indent=1, default=float))
+        return
+    world = distributed.setup(args.device)
+    try:
+        results = run_stnet(args.data, args.out, size, tuple(args.variants), args.seed, world.device,
+                            progress=world.main, world=world, precision=args.precision)
+        if world.main:
+            print(json.dumps({v: {k: x for k, x in m.items() if k != "history"} for v, m in results.items()},
+                             indent=1, default=float))
+    finally:
+        distributed.teardown()
 
 
 def _stern_train(args) -> None:
@@ -98,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             print(run_notebook(args.notebook, out, _params(args.p)))
         elif args.command == "stern":
             _stern_train(args)
+        elif args.command == "stnet":
+            _stnet(args)
     except (NotebookError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
