@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     stnet.add_argument("--config", help="an STNet recipe file (YAML, see stkit/configs) instead of a run size")
     stnet.add_argument("--precision", choices=("fp32", "bf16"), help="training precision (bf16 = autocast on GPUs)")
     stnet.add_argument("--variants", nargs="+", default=["stnet", "baseline"], choices=("stnet", "baseline", "faithful"))
+    stnet.add_argument("--batch-size", type=int, help="GLOBAL clips per step, shared by torchrun's processes (default: the recipe's)")
     stnet.add_argument("--seed", type=int, default=0)
     stnet.add_argument("--device", default="cpu", help="cpu, cuda (this process's GPU under torchrun) or auto")
     return ap
@@ -80,14 +81,16 @@ def _stnet(args) -> None:
     if args.config and args.size:
         raise ValueError("give either --size or --config, not both")
     size = args.config or args.size or "quick"
+    overrides = {"batch_size": args.batch_size} if args.batch_size else {}
     if args.action == "eval":
-        results = evaluate_run(args.data, args.out, size, tuple(args.variants), distributed.setup(args.device).device)
+        results = evaluate_run(args.data, args.out, size, tuple(args.variants), distributed.setup(args.device).device,
+                               **overrides)
         print(json.dumps(results, indent=1, default=float))
         return
     world = distributed.setup(args.device)
     try:
         results = run_stnet(args.data, args.out, size, tuple(args.variants), args.seed, world.device,
-                            progress=world.main, world=world, precision=args.precision)
+                            progress=world.main, world=world, precision=args.precision, **overrides)
         if world.main:
             print(json.dumps({v: {k: x for k, x in m.items() if k != "history"} for v, m in results.items()},
                              indent=1, default=float))

@@ -1,0 +1,37 @@
+"""Worker for tests/test_stnet_train.py: train a smoke-size STNet for a few steps, save its weights.
+
+Run as ``torchrun --nproc_per_node N tests/ddp_stnet_worker.py BUV_DIR OUT_DIR GLOBAL_BATCH``
+(or plain python for one process). Every process reads the same clips; the trainer gives
+each its share of every global batch.
+"""
+
+import sys
+from dataclasses import replace
+
+import torch
+
+from stkit import distributed
+from stkit.stnet.experiment import Recipe, load_clip_sets, stnet_recipe, train_variant
+
+
+def recipe(batch: int) -> Recipe:
+    """Smoke STNet with what depends on the number of processes switched off: the clip's
+    random flip and short side (drawn per process from its own RNG) and dropout (smoke: 0).
+    The backbone's batch norm is frozen (FrozenBatchNorm2d), GroupNorm is per sample."""
+    r = stnet_recipe("smoke", dropout=0.0)
+    clip = replace(r.clip, hflip=0.0, train_short_sides=(64,), crop=0.0, key_stride=2)
+    return Recipe(r.model, replace(r.stage, epochs=1, batch_size=batch, lr=1e-3), clip)
+
+
+def main(buv_dir: str, out_dir: str, batch: int) -> None:
+    world = distributed.setup("cpu")
+    r = recipe(batch)
+    sets = load_clip_sets(buv_dir, r.clip)
+    model, _ = train_variant(r, "stnet", sets, out_dir, seed=0, progress=False, world=world)
+    if world.main:
+        torch.save(model.state_dict(), f"{out_dir}/final.pt")
+    distributed.teardown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
