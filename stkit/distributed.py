@@ -1,7 +1,7 @@
 """Data-parallel training with torch.distributed: one code path for 1 and N processes.
 
-Launch N processes with ``torchrun --nproc_per_node N ...`` (or SLURM, which sets the
-same variables through ``scripts``); every process runs the same training code. This
+Launch N processes with ``torchrun --nproc_per_node N ...`` (on SLURM through
+``stkit/configs/slurm_torchrun.sbatch``, which starts torchrun); every process runs the same training code. This
 module turns torchrun's environment into a :class:`World` (rank, size, device), wraps a
 model in ``DistributedDataParallel`` when there is more than one process, and cuts each
 epoch's data into per-process shares of one *global* batch, so N processes with batch

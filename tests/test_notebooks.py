@@ -81,7 +81,8 @@ def test_notebook_smoke(path, tmp_path, data_dir):
     remote = re.findall(r"<(?:script|link|img)[^>]+(?:src|href)=[\"']?(?:https?:)?//[^\"' >]+", page)
     assert not remote and "$$" not in page, f"{path.name}: the page needs the network ({remote[:3]}) or shows raw math"
     injected = [c for c in nbformat.read(tmp_path / f"{path.stem}.ipynb", as_version=4).cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert injected and str(tmp_path) not in injected[0].source and "'/" not in injected[0].source, injected[0].source
+    absolute = re.findall(r"""= *["'](/[^"']*)""", injected[0].source) if injected else []
+    assert injected and not absolute, f"injected parameters carry machine paths {absolute}"
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics, f"{path.name} wrote no metrics"
     for section, values in metrics.items():  # every key declared in stkit.metrics, none missing

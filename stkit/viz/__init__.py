@@ -2,6 +2,8 @@
 
 - :mod:`stkit.viz.stn`: affine grids, attended windows, STERN training and evaluation figures.
 - :mod:`stkit.viz.deform`: deformable-attention sampling points, weights and op speed.
+- :mod:`stkit.viz.stnet`: STNet detections over a clip, one decoder query's sampling points on every frame, inference speed.
+- :mod:`stkit.viz.paper`: the papers' numbers beside this run's (notebook 06).
 - :mod:`stkit.viz.video`: BUV clips frame by frame, contact sheets, lesion contrast per frame.
 - :mod:`stkit.viz.common`: the drawing conventions they share (images, pixel-edge boxes).
 """
