@@ -11,7 +11,18 @@ from dataclasses import replace
 import torch
 
 from stkit import distributed
+from stkit.stnet.detector import param_groups
 from stkit.stnet.experiment import Recipe, load_clip_sets, stnet_recipe, train_variant
+from stkit.stnet.train import STNetTask
+
+
+def sgd(self, model, stage):
+    """SGD on the task's parameter groups. AdamW's first steps move every weight by about
+    +-lr whatever its gradient's size, so float rounding in near-zero gradients flips
+    signs: a one-process rerun with 2 threads instead of 1 already differs on half the
+    weights. An update linear in the gradient keeps rounding at rounding size, and shows a
+    wrong gradient scale (e.g. a box count not averaged over processes), which Adam hides."""
+    return torch.optim.SGD(param_groups(model, replace(self.cfg, lr=stage.lr)), lr=stage.lr, momentum=0.9)
 
 
 def recipe(batch: int) -> Recipe:
@@ -20,11 +31,12 @@ def recipe(batch: int) -> Recipe:
     The backbone's batch norm is frozen (FrozenBatchNorm2d), GroupNorm is per sample."""
     r = stnet_recipe("smoke", dropout=0.0)
     clip = replace(r.clip, hflip=0.0, train_short_sides=(64,), crop=0.0, key_stride=2)
-    return Recipe(r.model, replace(r.stage, epochs=1, batch_size=batch, lr=1e-3), clip)
+    return Recipe(r.model, replace(r.stage, epochs=1, batch_size=batch, lr=1e-2), clip)
 
 
 def main(buv_dir: str, out_dir: str, batch: int) -> None:
     world = distributed.setup("cpu")
+    STNetTask.optimizer = sgd
     r = recipe(batch)
     sets = load_clip_sets(buv_dir, r.clip)
     model, _ = train_variant(r, "stnet", sets, out_dir, seed=0, progress=False, world=world)

@@ -150,6 +150,6 @@ def test_two_gloo_processes_match_one_process(buv, tmp_path):
     init = build_stnet(stnet_recipe("smoke").model).state_dict()
     moved = 0
     for k in one:
-        assert torch.allclose(one[k], two[k], rtol=1e-4, atol=1e-5), k
+        assert torch.allclose(one[k], two[k], rtol=1e-4, atol=1e-6), k  # moves are ~1e-4..5e-4
         moved += int(not torch.equal(one[k], init[k]))
     assert moved > 20  # they trained, and agree
