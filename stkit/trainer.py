@@ -47,7 +47,7 @@ class Stage:
     epochs: int = 10  # passes over the training data
     lr: float = 1e-3  # base learning rate (param groups may scale it)
     weight_decay: float = 1e-4  # AdamW weight decay
-    batch_size: int = 32  # items per optimiser step (per process)
+    batch_size: int = 32  # items per optimiser step, over all processes (each takes its share)
     schedule: str = "cosine"  # "cosine" (after warm-up) or "step" (x lr_drop_factor at lr_drop_epoch)
     warmup_epochs: float = 0.0  # linear warm-up, in epochs, before the cosine decay
     lr_drop_epoch: int | None = None  # "step" schedule: epoch after which the rate drops

@@ -10,8 +10,9 @@ attend, with one softmax, to their own frame and to the other frames of a clip
     metrics = evaluate_detector(model, val_set)                     # COCO AP, both protocols, fps
 
 Modules: config, backbone, position, attention (STDA), transformer, detector, matcher,
-criterion, postprocess, inference, evaluate, bench (a timing script). The training loop,
-checkpoints and the CLI are not here.
+criterion, postprocess, inference, evaluate, bench (a timing script); train (STNetTask on
+the kit's generic trainer, which owns the epoch loop and checkpoints) and experiment (run
+sizes, training and evaluating variants, as notebook 05 and ``python -m stkit stnet`` do).
 """
 
 from .attention import STDA

@@ -61,7 +61,7 @@ class STNetConfig:
     clip_max_norm: float = 0.1       # gradient clipping (max total norm)
     epochs: int = 6                  # training epochs
     lr_drop: int = 5                 # epoch after which the lr is divided by 10
-    batch_size: int = 2              # clips per step (per process)
+    batch_size: int = 2              # clips per step, over all processes
 
     @property
     def n_frames(self) -> int:
