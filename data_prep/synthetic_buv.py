@@ -36,6 +36,7 @@ from PIL import Image
 from stkit.data.buv import FRAMES_DIR, SPLIT_FILES
 
 from . import generator_cli
+from .manifest import check_existing, manifest_key, write_manifest
 from .bmode import render_video  # noqa: F401  (the image formation; re-exported)
 
 
@@ -149,39 +150,13 @@ def _coco(videos: list[dict], rng, p: dict) -> dict:
             "categories": [{"id": 1, "name": "benign"}, {"id": 2, "name": "malignant"}]}
 
 
-def _manifest_key(seed, p):
-    return json.loads(json.dumps({"generator": "data_prep.synthetic_buv", "version": GENERATOR_VERSION,
-                                  "seed": seed, "params": p}))
-
-
-def _check_existing(out: Path, key: dict) -> bool:
-    """True when `out` already holds this exact data set; raise when it holds anything
-    else; False when it is absent or empty (then it is ours to fill)."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
-    if not out.exists() or not any(out.iterdir()):
-        return False
-    manifest = out / "manifest.json"
-    if not manifest.is_file():
-        raise FileExistsError(f"{out} is not empty and has no manifest.json: an interrupted generation or "
-                              "someone else's files. Nothing was changed; delete it yourself or choose another folder.")
-    try:
-        old = json.loads(manifest.read_text())
-    except (OSError, ValueError) as e:
-        raise FileExistsError(f"{manifest} is unreadable ({e}); nothing was changed") from e
-    if {k: old.get(k) for k in key} != key:
-        diff = sorted(n for n in set(key["params"]) | set(old.get("params") or {})
-                      if (old.get("params") or {}).get(n) != key["params"].get(n))
-        diff = (["seed"] if old.get("seed") != key["seed"] else []) + diff
-        raise FileExistsError(f"{out} holds a different synthetic data set (differs in: "
-                              f"{', '.join(diff) or 'generator version'}). Nothing was changed; "
-                              "choose another folder or delete it yourself.")
+def _incomplete(out: Path, manifest: dict) -> str | None:
+    """What is missing from a folder whose manifest matches (None: nothing)."""
     n_png = sum(1 for _ in (out / FRAMES_DIR).rglob("*.png")) if (out / FRAMES_DIR).is_dir() else 0
     missing = [f for f in SPLIT_FILES.values() if not (out / f).is_file()]
-    if missing or n_png != old.get("summary", {}).get("frames"):
-        raise FileExistsError(f"{out} has a matching manifest.json but files are missing ({n_png} PNG frames, "
-                              f"missing {missing or 'no JSON'}). Nothing was changed; delete it and regenerate.")
-    return True
+    if missing or n_png != manifest.get("summary", {}).get("frames"):
+        return f"files are missing ({n_png} PNG frames, missing {missing or 'no JSON'})"
+    return None
 
 
 def _write_json(path: Path, data: dict):
@@ -202,8 +177,8 @@ def generate_synthetic_buv(out_dir, size: str = "quick", seed: int = 0, verbose:
     """
     p = resolve_params(size, **overrides)
     out = Path(out_dir)
-    key = _manifest_key(int(seed), p)
-    if _check_existing(out, key):
+    key = manifest_key("data_prep.synthetic_buv", GENERATOR_VERSION, int(seed), p)
+    if check_existing(out, key, _incomplete):
         if verbose:
             print(f"reusing synthetic BUV videos in {out} (same generator, seed and parameters)")
         return out
@@ -227,7 +202,7 @@ def generate_synthetic_buv(out_dir, size: str = "quick", seed: int = 0, verbose:
         _write_json(out / SPLIT_FILES[split], _coco(videos, rng, p))
         summary[split] = {"videos": len(videos), "malignant": sum(v["malignant"] for v in videos),
                           "frames": sum(len(v["boxes"]) for v in videos)}
-    _write_json(out / "manifest.json", {**key, "size": size, "summary": summary})   # marks it complete
+    write_manifest(out, {**key, "size": size, "summary": summary})   # its presence marks a complete data set
     if verbose:
         print(f"wrote {summary['frames']} frames of {p['n_train'] + p['n_val']} synthetic ultrasound videos "
               f"({p['height']}x{p['width']} px) to {out} in {time.perf_counter() - t0:.1f} s: " +

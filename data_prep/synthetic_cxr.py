@@ -21,9 +21,7 @@ real datasets. This module is not a radiological simulator: the anatomy is a dra
 from __future__ import annotations
 
 import csv
-import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from . import generator_cli
+from .manifest import check_existing, manifest_key, write_manifest
 
 
 GENERATOR_VERSION = "2.0"
@@ -479,43 +478,13 @@ def render_case(seed: int, index: int, abnormal: bool, p: dict) -> Rendered:
 
 # --------------------------------------------------------------------------- the data set
 
-def _manifest_key(seed, p):
-    return json.loads(json.dumps({"generator": "data_prep.synthetic_cxr", "version": GENERATOR_VERSION,
-                                  "seed": seed, "params": p}))
-
-
-def _check_existing(out: Path, key: dict) -> bool:
-    """True when `out` already holds this exact data set; raise when it holds anything
-    else; False when it is absent or empty (then it is ours to fill)."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
-    if not out.exists() or not any(out.iterdir()):
-        return False
-    manifest = out / "manifest.json"
-    if not manifest.is_file():
-        raise FileExistsError(
-            f"{out} is not empty and has no manifest.json: an interrupted generation or someone "
-            f"else's files. Nothing was changed; delete it yourself or choose another folder.")
-    try:
-        old = json.loads(manifest.read_text())
-    except (OSError, ValueError) as e:
-        raise FileExistsError(f"{manifest} is unreadable ({e}); nothing was changed") from e
-    if {k: old.get(k) for k in key} != key:
-        diff = sorted(n for n in set(key["params"]) | set(old.get("params") or {})
-                      if (old.get("params") or {}).get(n) != key["params"].get(n))
-        if old.get("seed") != key["seed"]:
-            diff.insert(0, "seed")
-        if old.get("version") != key["version"]:
-            diff.insert(0, "version")
-        raise FileExistsError(
-            f"{out} holds a different synthetic data set (differs in: {', '.join(diff) or 'generator'}). "
-            f"Nothing was changed; choose another folder or delete it yourself.")
+def _incomplete(out: Path, manifest: dict) -> str | None:
+    """What is missing from a folder whose manifest matches (None: nothing)."""
+    want = manifest["params"]["n_images"]
     n_png = len(list((out / "images").glob("*.png"))) if (out / "images").is_dir() else 0
-    if not (out / "labels.csv").is_file() or n_png != key["params"]["n_images"]:
-        raise FileExistsError(
-            f"{out} has a matching manifest.json but labels.csv or images are missing "
-            f"({n_png} of {key['params']['n_images']} PNGs). Nothing was changed; delete it and regenerate.")
-    return True
+    if not (out / "labels.csv").is_file() or n_png != want:
+        return f"labels.csv or images are missing ({n_png} of {want} PNGs)"
+    return None
 
 
 def generate_synthetic_cxr(out_dir, size: str = "quick", seed: int = 0, verbose: bool = True,
@@ -534,8 +503,8 @@ def generate_synthetic_cxr(out_dir, size: str = "quick", seed: int = 0, verbose:
     """
     p = resolve_params(size, **overrides)
     out = Path(out_dir)
-    key = _manifest_key(int(seed), p)
-    if _check_existing(out, key):
+    key = manifest_key("data_prep.synthetic_cxr", GENERATOR_VERSION, int(seed), p)
+    if check_existing(out, key, _incomplete):
         if verbose:
             print(f"reusing synthetic chest X-rays in {out} (same generator, seed and parameters)")
         return out / "labels.csv"
@@ -560,9 +529,7 @@ def generate_synthetic_cxr(out_dir, size: str = "quick", seed: int = 0, verbose:
                    "abnormal": sum(c.split == s and c.label == 1 for c in cases),
                    "patients": len({c.patient_id for c in cases if c.split == s})}
                for s in ("train", "val", "test")}
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps({**key, "size": size, "summary": summary}, indent=2) + "\n")
-    os.replace(tmp, out / "manifest.json")          # its presence marks a complete data set
+    write_manifest(out, {**key, "size": size, "summary": summary})   # its presence marks a complete data set
     if verbose:
         print(f"wrote {len(cases)} synthetic chest X-rays ({p['canvas']} px) to {out} "
               f"in {time.perf_counter() - t0:.1f} s: " +
