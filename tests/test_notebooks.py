@@ -87,3 +87,34 @@ def test_notebook_smoke(path, tmp_path, data_dir):
     assert metrics, f"{path.name} wrote no metrics"
     for section, values in metrics.items():  # every key declared in stkit.metrics, none missing
         declared.check(section, values)
+
+
+# Notebooks that read a real dataset in the paper size, and the dataset each must name.
+NEEDS_REAL_DATA = {"01_data_preparation": "CheXpert", "03_stern_two_stage_training": "CheXpert",
+                   "05_stnet_training_and_attention": "BUV", "06_reproduce_paper_metrics": "CheXpert"}
+
+
+def test_real_data_list_names_existing_notebooks():
+    assert set(NEEDS_REAL_DATA) <= {p.stem for p in numbered_notebooks()}
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("stem", sorted(NEEDS_REAL_DATA))
+def test_paper_size_without_data_stops_at_once(stem, tmp_path):
+    """RUN_SIZE=paper with a data folder that does not exist: the notebook stops in its first
+    cells with the dataset's name, where to request it and the preparation command."""
+    from stkit import paper
+    from stkit.runner import NotebookError
+
+    [path] = [p for p in numbered_notebooks() if p.stem == stem]
+    missing = tmp_path / "no_such_data"
+    with pytest.raises(NotebookError) as err:
+        run_notebook(path, tmp_path / f"{stem}.ipynb", {"RUN_SIZE": "paper", "OUT_DIR": str(tmp_path / "out"),
+                                                          "DATA_DIR": str(missing), "INTERACTIVE": False}, html_output=False)
+    text = str(err.value)
+    d = next(d for d in paper.DATASETS.values() if d.name.startswith(NEEDS_REAL_DATA[stem]))
+    assert "MissingDataError" in text and d.name in text and d.request in text, text
+    assert not missing.exists(), "the notebook created the missing data folder instead of stopping"
+    executed = nbformat.read(tmp_path / f"{stem}.ipynb", as_version=4)
+    ran = [c for c in executed.cells if c.cell_type == "code" and c.get("execution_count")]
+    assert len(ran) <= 5, f"{stem} ran {len(ran)} cells before stopping"
