@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .stn import AttentionSTN, STNConfig
+from .stn import AttentionSTN, STNConfig, theta_from_window
 from .weights import torchvision_model
 
 BACKBONES = ("small", "vgg16", "resnet18", "resnet50", "densenet121")
@@ -139,7 +139,9 @@ class STERN(nn.Module):
         self.stn = AttentionSTN(cfg.stn, cfg.in_channels, cfg.glimpse_size) if self.use_stn else None
         self.classifier = Backbone(cfg.backbone, cfg.in_channels, cfg.pretrained, cfg.backbone_width, cfg.backbone_pool)
 
-    def forward(self, x: torch.Tensor) -> STERNOutput:
+    def forward(self, x: torch.Tensor, detach_window: bool = False) -> STERNOutput:
+        """``detach_window``: see :meth:`stkit.stn.AttentionSTN.forward` (training with the
+        smoothed window search, ``StageConfig.search_sigma``)."""
         if x.ndim != 4:
             raise ValueError(f"STERN expects images (B, C, H, W), got shape {tuple(x.shape)}")
         if x.shape[1] == 1 and self.config.in_channels > 1:  # grey radiograph into a 3-channel net (official layout)
@@ -147,8 +149,18 @@ class STERN(nn.Module):
         if self.stn is None:
             g = x if self.glimpse_size is None else F.interpolate(x, size=self.glimpse_size, mode="bilinear", align_corners=False, antialias=True)
             return STERNOutput(self.classifier(g), g, None, None, None, None)
-        s = self.stn(x)
+        s = self.stn(x, detach_window)
         return STERNOutput(self.classifier(s.glimpse), s.glimpse, s.theta, s.aspect, s.sx, s.sy)
+
+    def classify_windows(self, x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+        """Logits (B,) of the classifier looking at given windows (B, 4) as (sx, sy, tx, ty)
+        instead of the localiser's: what the smoothed window search scores."""
+        if self.stn is None:
+            raise ValueError("the no-STN baseline has no window to move")
+        if x.shape[1] == 1 and self.config.in_channels > 1:
+            x = x.expand(-1, self.config.in_channels, -1, -1)
+        theta = theta_from_window(*window.unbind(1))
+        return self.classifier(self.stn.sample(x, theta))
 
 
 # ----------------------------------------------------------------------------- loss

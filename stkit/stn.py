@@ -254,10 +254,13 @@ class AttentionSTN(nn.Module):
         size = self.glimpse_size or tuple(x.shape[-2:])
         return pyramid_glimpse(src, theta, size) if self.cfg.pyramid else glimpse(src, theta, size)
 
-    def forward(self, x: torch.Tensor) -> STNOutput:
+    def forward(self, x: torch.Tensor, detach_window: bool = False) -> STNOutput:
+        """``detach_window``: sample the glimpse from a detached window, so the sampler's own
+        (local) gradient does not reach the localiser; it then learns from what the caller
+        adds (``stkit.window_search``) and from terms on the returned window (aspect)."""
         sx, sy, tx, ty = self.window(self.loc(resize(x, self.loc_input_size))).unbind(1)
         theta = theta_from_window(sx, sy, tx, ty)
-        return STNOutput(self.sample(x, theta), theta, sx / sy, sx, sy)
+        return STNOutput(self.sample(x, theta.detach() if detach_window else theta), theta, sx / sy, sx, sy)
 
 
 # ----------------------------------------------------------------------------- teaching

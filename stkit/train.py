@@ -20,13 +20,15 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .distributed import ShardedBatches, World
+from .distributed import ShardedBatches, World, unwrap
 from .evaluate import box_iou, predict, roc_auc, window_area_fraction
 from .stern import STERN, STERNLoss
-from .stn import window_to_pixels
+from .stn import window_from_theta, window_to_pixels
 from .trainer import Stage, StageResult, run_stages, set_frozen
+from .window_search import search_surrogate, smoothed_window_grad
 
 __all__ = ["StageConfig", "StageResult", "STERNTask", "train_stages", "track_windows", "set_frozen"]
 
@@ -40,6 +42,9 @@ class StageConfig(Stage):
     sf: float = 1.25  # the aspect ratio above which stage 2 penalises (official: 1.25)
     faithful_loss: bool = False  # the official loss: BCE on probabilities, unit-weight hinge
     hflip: float = 0.5  # probability of a left-right flip per training image (0: no augmentation)
+    search_sigma: float = 0.0  # > 0: the window learns from the smoothed search gradient at this scale
+    #                            (stkit.window_search), not the sampler's local one; 0: plain STN
+    search_pairs: int = 2  # antithetic window pairs per image for that estimate (2 classifier passes each)
 
     def loss(self) -> STERNLoss:
         return STERNLoss(self.aspect_lambda, self.sf, self.faithful_loss)
@@ -97,11 +102,23 @@ class STERNTask:
         if stage.hflip > 0:  # drawn from the global RNG, whose state the checkpoint keeps
             flip = torch.rand(len(images)) < stage.hflip
             images = torch.where(flip.to(self.device)[:, None, None, None], images.flip(-1), images)
-        out = model(images)
+        search = stage.search_sigma > 0 and unwrap(model).stn is not None
+        out = model(images, detach_window=search)
         loss_fn = stage.loss()
         loss = loss_fn(out.logit, labels, out.aspect)
         aspect = loss_fn.aspect_term(out.aspect.detach()).item() if out.aspect is not None else 0.0
+        if search:
+            loss = loss + self._search_term(unwrap(model), images, labels, window_from_theta(out.theta), stage)
         return loss, {"aspect_term": aspect}, len(labels)
+
+    @staticmethod
+    def _search_term(model: STERN, images, labels, window, stage: StageConfig) -> torch.Tensor:
+        """The smoothed window gradient of the mean BCE, as a surrogate term (stkit.window_search)."""
+        def loss_of(w):
+            return F.binary_cross_entropy_with_logits(model.classify_windows(images, w).float(), labels.float(), reduction="none")
+
+        grad = smoothed_window_grad(loss_of, window, stage.search_sigma, stage.search_pairs, model.stn.s_min, model.stn.s_max)
+        return search_surrogate(window, grad / len(labels))
 
     def validate(self, model: STERN) -> dict:
         val = predict(model, self.val_set, device=self.device)

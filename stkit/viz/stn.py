@@ -82,6 +82,19 @@ def render_window(image, sx: float = 0.5, sy: float = 0.5, tx: float = 0.0, ty: 
     return fig
 
 
+def stage_starts(stages, histories) -> list[tuple[int, str]]:
+    """(first epoch, stage name) of every stage after the first, for :func:`plot_history`;
+    ``histories``: each stage's per-epoch rows, in the order of ``stages``."""
+    if len(stages) != len(histories):
+        raise ValueError(f"{len(stages)} stages but {len(histories)} histories")
+    starts, epoch = [], 1
+    for k, (stage, hist) in enumerate(zip(stages, histories)):
+        if k:
+            starts.append((epoch, stage.name))
+        epoch += len(hist)
+    return starts
+
+
 def plot_history(histories: dict, keys=("train_loss", "val_auc"), stage_starts=()):
     """Training curves: ``histories`` maps a name to a list of per-epoch dicts (stages concatenated).
 
