@@ -28,7 +28,10 @@
 // per-thread buffer, in float for half types, with rows padded to whole vectors, and the
 // backward accumulates its grad_value in a second such buffer. With few queries
 // (decoder-like calls) rows are gathered in place, with the corner rows of upcoming
-// points prefetched.
+// points prefetched. The per-query inputs and outputs of one head (locations, weights,
+// grad_out, the output row) are small blocks M times their size apart, a stride the
+// hardware prefetcher follows poorly, so they too are prefetched a few queries ahead, as
+// are the rows of a head being staged.
 //
 // Semantics follow stkit.ops.reference: pixel = loc * size - 0.5, corners outside the map
 // count as zero, and a point counts only when -1 <= pixel < size in both coordinates, a
@@ -280,12 +283,28 @@ std::string describe(const Plan& plan) {
          ", chunks=" + std::to_string(plan.chunks) + ", workers=" + std::to_string(plan.workers);
 }
 
+// Queries ahead whose per-query inputs (locations, weights, grad_out) and output row are
+// prefetched: a head's slice of each is a small block M times its size apart, a stride
+// the hardware prefetcher does not follow well.
+constexpr int64_t kQueryAhead = 2;
+
+// Prefetch `bytes` from p (RW = 1: to be written).
+template <int RW>
+STKIT_INLINE void prefetch_bytes(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(c + b, RW, 3);
+}
+
+// Rows ahead that the strided copy into a staged head prefetches.
+constexpr int64_t kRowAhead = 8;
+
 // Copy value[n, :, m, :] (rows `stride` apart) into dst (S, len) as the accumulation
 // type, zero-filling the padding lanes.
 template <typename T, typename A>
 STKIT_INLINE void stage_head(const T* __restrict src, int64_t stride, A* __restrict dst,
                              int64_t S, int64_t D, int64_t len) {
   for (int64_t s = 0; s < S; ++s) {
+    if (s + kRowAhead < S) prefetch_bytes<0>(src + (s + kRowAhead) * stride, D * sizeof(T));
     for (int64_t d = 0; d < D; ++d) dst[s * len + d] = static_cast<A>(src[s * stride + d]);
     for (int64_t d = D; d < len; ++d) dst[s * len + d] = A(0);
   }
@@ -572,6 +591,12 @@ STKIT_INLINE void forward_tasks(const FwdArgs<T>& a) {
     }
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t i0 = ((n * g.Lq + q) * g.M + m) * LP;  // first point of (n, q, m)
+      if (q + kQueryAhead < q1) {
+        const int64_t ia = i0 + kQueryAhead * g.M * LP;
+        prefetch_bytes<0>(a.loc + 2 * ia, 2 * LP * sizeof(T));
+        prefetch_bytes<0>(a.attn + ia, LP * sizeof(T));
+        prefetch_bytes<1>(a.out + (n * g.Lq + q + kQueryAhead) * MD + m * D, D * sizeof(T));
+      }
       resolve<T, A>(a.loc, a.attn, i0, LP, tb, qp);
       if (plan.stage)
         gather<A, A>(staged, plan.vrs, plan.len, tb, qp, LP, acc.data());
@@ -701,8 +726,16 @@ STKIT_INLINE void backward_queries(const BwdArgs<T>& a, int64_t n, int64_t m, in
   A* __restrict tails = sc.tails.data();
   for (int64_t q = q0; q < q1; ++q) {
     const T* go = a.grad_out + (n * g.Lq + q) * MD + m * D;
-    for (int64_t d = 0; d < D; ++d) sc.gr[d] = static_cast<A>(go[d]);  // padding stays 0
     const int64_t i0 = ((n * g.Lq + q) * g.M + m) * LP;
+    if (q + kQueryAhead < q1) {
+      const int64_t ia = i0 + kQueryAhead * g.M * LP;
+      prefetch_bytes<0>(go + kQueryAhead * MD, D * sizeof(T));
+      prefetch_bytes<0>(a.loc + 2 * ia, 2 * LP * sizeof(T));
+      prefetch_bytes<0>(a.attn + ia, LP * sizeof(T));
+      prefetch_bytes<1>(a.grad_loc + 2 * ia, 2 * LP * sizeof(T));
+      prefetch_bytes<1>(a.grad_attn + ia, LP * sizeof(T));
+    }
+    for (int64_t d = 0; d < D; ++d) sc.gr[d] = static_cast<A>(go[d]);  // padding stays 0
     resolve<T, A>(a.loc, a.attn, i0, LP, tb, qp);
     // Slots of slow points may be left unwritten by phase 2: clear them (and all tails).
     for (int64_t e = 0; e < qp.n_slow; ++e)
