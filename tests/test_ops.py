@@ -237,7 +237,8 @@ def test_empty_query_set(compiled):
 # ------------------------------------------------------- CPU strategies, each forced
 
 # The CPU kernel picks a strategy per call from the shape (cuda_ops/ms_deform_attn_cpu.cpp,
-# make_plan): value rows gathered in place or staged per head, grad rows accumulated in
+# make_plan): value rows gathered in place (in point order, or, from a big value tensor,
+# in row order after sorting the points: "sweep") or staged per head, grad rows accumulated in
 # place or in a per-thread buffer, query chunks with private buffers when heads are few,
 # one thread for small calls. Each case forces one choice (checked through the kernel's
 # own cpu_plan) and holds the result against the float64 reference.
@@ -258,6 +259,10 @@ STRATEGIES = [  # (expected plan, level shapes, N, Lq, M, D, P, dtype)
      [(30, 30)], 1, 400, 1, 32, 4, torch.bfloat16),           # ... in a half type
     ("value=gather, grad=in-place, chunks=1, workers=1",
      [(3, 3)], 1, 2, 1, 4, 1, torch.float64),                 # too small to split
+    ("value=sweep, grad=in-place, chunks=1, workers=2",
+     [(64, 64), (32, 32)], 2, 50, 8, 32, 4, torch.float32),   # few queries, value >= 8 MB
+    ("value=sweep, grad=in-place, chunks=2, workers=2",
+     [(96, 128), (48, 64)], 1, 300, 2, 40, 4, torch.float64), # ... odd D, split heads
 ]
 
 
