@@ -7,7 +7,9 @@ What is generic lives here: freezing, the learning-rate schedule, the epoch loop
 gradient clipping, data parallelism over torchrun processes (``stkit.distributed``), validation after every epoch, ``<stage>_last.pt`` every epoch and
 ``<stage>_best.pt`` whenever the validation score improves (``stkit.checkpoint`` format),
 exact resume (model, optimiser, schedule, RNG state; the data order depends only on
-(seed, epoch)), and refusing a checkpoint of another configuration.
+(seed, epoch)), refusing a checkpoint of another configuration, and ending a stage early
+once its validation score reaches ``Stage.until_score`` (e.g. a warm-up that lasts until
+the classifier works).
 
 What is model-specific comes from a *task* object (STERN: ``stkit.train.STERNTask``;
 STNet: ``stkit.stnet``), which provides:
@@ -54,6 +56,7 @@ class Stage:
     lr_drop_factor: float = 0.1  # "step" schedule: multiplier at the drop
     clip_grad: float | None = None  # max global gradient norm (None: no clipping)
     freeze: tuple[str, ...] = ()  # parameter-name prefixes that do not train, e.g. ("stn",)
+    until_score: float | None = None  # end the stage early once an epoch's validation score reaches this
     precision: str = "fp32"  # "fp32", or "bf16": forward and loss under bfloat16 autocast (GPUs)
     num_workers: int = 0  # DataLoader worker processes
 
@@ -172,6 +175,11 @@ def _save_epoch(paths: _Paths, model, opt, sched, record: dict, result: StageRes
     barrier(world)  # nobody reads a checkpoint before it is complete
 
 
+def _reached(result: StageResult, stage: Stage, score_key: str) -> bool:
+    """Whether the stage's last epoch reached ``stage.until_score`` (the same on every process)."""
+    return stage.until_score is not None and bool(result.history) and result.history[-1][score_key] >= stage.until_score
+
+
 def run_stage(model: nn.Module, task, stage: Stage, out_dir: str | Path, seed: int = 0,
               device: str | torch.device = "cpu", progress: bool = True, world: World | None = None) -> StageResult:
     """Train ``model`` for one stage; resume or skip if ``out_dir`` holds this stage already.
@@ -192,6 +200,8 @@ def run_stage(model: nn.Module, task, stage: Stage, out_dir: str | Path, seed: i
     if world.main:
         out_dir.mkdir(parents=True, exist_ok=True)
     for epoch in range(len(result.history), stage.epochs):
+        if _reached(result, stage, task.score_key):
+            break  # a resumed stage that had already ended early
         t0 = time.perf_counter()
         row = {"epoch": epoch + 1, **_train_epoch(net, task, stage, opt, sched, epoch, seed, world, progress)}
         row |= task.validate(model)
@@ -203,6 +213,10 @@ def run_stage(model: nn.Module, task, stage: Stage, out_dir: str | Path, seed: i
         _save_epoch(paths, model, opt, sched, record, result, row, task.score_key, world)
         if progress and world.main:
             print(f"{stage.name} epoch {epoch + 1:>3}/{stage.epochs}  {task.describe(row)}  ({row['seconds']:.1f}s)")
+        if _reached(result, stage, task.score_key):
+            if progress and world.main:
+                print(f"{stage.name}: {task.score_key} reached {stage.until_score}, the stage ends here")
+            break
     if paths.best.exists():
         model.load_state_dict(checkpoint.load(paths.best, device)["model"])
     for p in model.parameters():  # leave the model trainable for whatever comes next

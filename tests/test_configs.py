@@ -156,3 +156,16 @@ def test_torchrun_cli_two_gloo_processes_match_one(tmp_path):
     moved = [k for k in one if k.startswith("stn.") and not torch.equal(one[k], init[k])]
     assert len(moved) >= 10  # the STN trained (and both runs agree), rather than agreeing by standing still
     assert all(torch.equal(one[k], init[k]) for k in one if k.startswith("classifier.") and "running" not in k)
+
+
+def test_variants_share_the_budget_and_only_the_kits_stern_searches():
+    for size in ("smoke", "quick"):
+        bounded, faithful = stern_stages(size, "bounded"), stern_stages(size, "faithful")
+        budget = sum(s.epochs for s in bounded)
+        for v in ("baseline", "oracle"):
+            [one] = stern_stages(size, v)
+            assert one.epochs == budget and one.until_score is None and one.freeze == () and one.search_sigma == 0
+        assert sum(s.epochs for s in faithful) == budget and all(s.name != "warmup" and s.search_sigma == 0 for s in faithful)
+        assert any(s.search_sigma > 0 for s in bounded)
+    warm = stern_stages("quick", "bounded")[0]
+    assert warm.name == "warmup" and warm.freeze == ("stn",) and warm.until_score is not None

@@ -222,3 +222,17 @@ def test_tracking_windows_changes_no_weight(tmp_path):
     assert wins.shape == (2, 3, 4)
     want = train_mod.track_windows(b, track)  # the best epoch's weights are loaded back at the end
     assert np.allclose(wins[tracked.best_epoch - 1], want, atol=1e-4)
+
+
+def test_stage_ends_once_the_score_is_reached_and_stays_ended(tmp_path):
+    data, val = SquareData(96, 0), SquareData(48, 1)
+    full = train_stage(tiny_model(), data, val, replace(CFG, epochs=8), tmp_path / "full", progress=False)
+    scores = [r["val_auc"] for r in full.history]
+    target = scores[2]  # reached at the third epoch at the latest
+    first = next(k for k, v in enumerate(scores) if v >= target) + 1
+    cfg = replace(CFG, epochs=8, until_score=target)
+    early = train_stage(tiny_model(), data, val, cfg, tmp_path / "early", progress=False)
+    assert len(early.history) == first and early.history[-1]["val_auc"] >= target
+    assert [r["val_auc"] for r in early.history] == scores[:first]  # the same epochs as the full run
+    again = train_stage(tiny_model(), data, val, cfg, tmp_path / "early", progress=False)  # resumes: nothing to do
+    assert len(again.history) == first
