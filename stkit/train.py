@@ -2,11 +2,17 @@
 
 A STERN stage (:class:`StageConfig`) is a :class:`stkit.trainer.Stage` plus what STERN
 adds: the loss (stage 1 plain BCE, stage 2 BCE + aspect_lambda * relu(sx/sy - Sf)), a
-separate learning rate for the STN, and left-right flips. :class:`STERNTask` tells the
+separate learning rate for the STN, the smoothed window search that moves the window
+(``search_sigma``, ``stkit.window_search``), and left-right flips. :class:`STERNTask` tells the
 generic loop how to batch the data, compute the loss and score validation (ROC AUC);
 ``stkit.trainer`` does the epochs, checkpoints and exact resume.
 
     train_stages(model, train_set, val_set, stages, out_dir, seed)  # run the stages in order
+
+Random draws (flips, the search's window perturbations) come from each process's own
+generator, so a run on N torchrun processes is as valid as one on a single process but
+equal to it only with both switched off (``hflip=0``, ``search_sigma=0``), as the
+distributed tests run it.
 
 What the official code leaves open (frozen layers, optimiser, epochs) is a field here,
 with the kit's documented choices in ``stkit.recipes``.
