@@ -57,10 +57,13 @@ def test_stage_learns_and_keeps_best(tmp_path):
     assert (tmp_path / "s1_best.pt").exists() and (tmp_path / "s1_history.json").exists()
 
 
-def test_resume_is_exact(tmp_path, monkeypatch):
+@pytest.mark.parametrize("search_sigma", [0.0, 0.1], ids=["sampler", "search"])
+def test_resume_is_exact(tmp_path, monkeypatch, search_sigma):
+    # with the search on, its random window perturbations must also replay exactly
+    cfg = replace(CFG, search_sigma=search_sigma)
     data, val = SquareData(48, 0), SquareData(24, 1)
     full = tiny_model()
-    train_stage(full, data, val, CFG, tmp_path / "full", progress=False)
+    train_stage(full, data, val, cfg, tmp_path / "full", progress=False)
     last_full = torch.load(tmp_path / "full" / "s1_last.pt", weights_only=True)
 
     calls = {"n": 0}
@@ -74,9 +77,9 @@ def test_resume_is_exact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_mod, "roc_auc", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train_stage(tiny_model(), data, val, CFG, tmp_path / "cut", progress=False)
+        train_stage(tiny_model(), data, val, cfg, tmp_path / "cut", progress=False)
     monkeypatch.setattr(train_mod, "roc_auc", real)
-    res = train_stage(tiny_model(), data, val, CFG, tmp_path / "cut", progress=False)
+    res = train_stage(tiny_model(), data, val, cfg, tmp_path / "cut", progress=False)
     last_cut = torch.load(tmp_path / "cut" / "s1_last.pt", weights_only=True)
     assert len(res.history) == 2
     for k, v in last_full["model"].items():
