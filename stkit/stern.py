@@ -144,8 +144,7 @@ class STERN(nn.Module):
         smoothed window search, ``StageConfig.search_sigma``)."""
         if x.ndim != 4:
             raise ValueError(f"STERN expects images (B, C, H, W), got shape {tuple(x.shape)}")
-        if x.shape[1] == 1 and self.config.in_channels > 1:  # grey radiograph into a 3-channel net (official layout)
-            x = x.expand(-1, self.config.in_channels, -1, -1)  # (B, 1, H, W) -> (B, 3, H, W): the channel copied
+        x = self._channels(x)
         if self.stn is None:
             g = x if self.glimpse_size is None else F.interpolate(x, size=self.glimpse_size, mode="bilinear", align_corners=False, antialias=True)
             return STERNOutput(self.classifier(g), g, None, None, None, None)
@@ -157,10 +156,12 @@ class STERN(nn.Module):
         instead of the localiser's: what the smoothed window search scores."""
         if self.stn is None:
             raise ValueError("the no-STN baseline has no window to move")
-        if x.shape[1] == 1 and self.config.in_channels > 1:
-            x = x.expand(-1, self.config.in_channels, -1, -1)
         theta = theta_from_window(*window.unbind(1))
-        return self.classifier(self.stn.sample(x, theta))
+        return self.classifier(self.stn.sample(self._channels(x), theta))
+
+    def _channels(self, x: torch.Tensor) -> torch.Tensor:
+        """A grey radiograph into a 3-channel net (official layout): (B, 1, H, W) -> (B, 3, H, W), the channel copied."""
+        return x.expand(-1, self.config.in_channels, -1, -1) if x.shape[1] == 1 and self.config.in_channels > 1 else x
 
 
 # ----------------------------------------------------------------------------- loss

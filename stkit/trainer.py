@@ -200,8 +200,10 @@ def run_stage(model: nn.Module, task, stage: Stage, out_dir: str | Path, seed: i
     if world.main:
         out_dir.mkdir(parents=True, exist_ok=True)
     for epoch in range(len(result.history), stage.epochs):
-        if _reached(result, stage, task.score_key):
-            break  # a resumed stage that had already ended early
+        if _reached(result, stage, task.score_key):  # after the epoch that reached it, or on resume
+            if progress and world.main:
+                print(f"{stage.name}: {task.score_key} reached {stage.until_score}, the stage ends here")
+            break
         t0 = time.perf_counter()
         row = {"epoch": epoch + 1, **_train_epoch(net, task, stage, opt, sched, epoch, seed, world, progress)}
         row |= task.validate(model)
@@ -213,10 +215,6 @@ def run_stage(model: nn.Module, task, stage: Stage, out_dir: str | Path, seed: i
         _save_epoch(paths, model, opt, sched, record, result, row, task.score_key, world)
         if progress and world.main:
             print(f"{stage.name} epoch {epoch + 1:>3}/{stage.epochs}  {task.describe(row)}  ({row['seconds']:.1f}s)")
-        if _reached(result, stage, task.score_key):
-            if progress and world.main:
-                print(f"{stage.name}: {task.score_key} reached {stage.until_score}, the stage ends here")
-            break
     if paths.best.exists():
         model.load_state_dict(checkpoint.load(paths.best, device)["model"])
     for p in model.parameters():  # leave the model trainable for whatever comes next
