@@ -4,9 +4,8 @@
 // (n, m) head and one chunk of its queries. A head only reads value[n, :, m, :] and only
 // writes grad_value[n, :, m, :]; when there are fewer heads than threads, the queries are
 // split into chunks with private grad_value buffers that are summed at the end. The
-// calling thread and helpers from ATen's inter-op pool claim tasks from one counter; the
-// caller waits only for claimed tasks, never for a helper to be scheduled, and no
-// fork-join region runs inside a call (see TaskQueue).
+// threads of ATen's intra-op pool (the ones every other CPU op of the model uses) claim
+// tasks from one counter, so a thread that starts late simply does fewer (see TaskQueue).
 //
 // Per (query, head), three phases:
 //   1. resolve the L*P points, W points at a time with SIMD vectors: pixel position,
@@ -28,9 +27,10 @@
 // per-thread buffer, in float for half types, with rows padded to whole vectors, and the
 // backward accumulates its grad_value in a second such buffer. With few queries
 // (decoder-like calls) rows are gathered in place, with the corner rows of upcoming
-// points prefetched; from a value tensor far bigger than L2, the forward first sorts a
-// block of points by row and reads the rows in that order ("sweep"). The per-query
-// inputs and outputs of one head (locations, weights, grad_out, the output row) are
+// points prefetched (each query is resolved one query early, so the prefetches run on
+// across query boundaries); from a value tensor bigger than the last-level cache, the
+// forward first sorts a block of points by row and reads the rows in that order
+// ("sweep"). The per-query inputs and outputs of one head (locations, weights, grad_out, the output row) are
 // small blocks M times their size apart, a stride the hardware prefetcher follows
 // poorly, so they too are prefetched a few queries ahead, as are the rows of a head
 // being staged.
@@ -50,7 +50,6 @@
 #include <limits>
 #include <memory>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -175,8 +174,7 @@ STKIT_INLINE void lane_sums(const A* u, int64_t n, A* out) {
 
 // -------------------------------------------------------------------------- geometry
 
-// Sizes and a copy of the (tiny) level tables: a Geometry owns everything it points to,
-// so a helper thread holding one never reads a tensor the call may have freed.
+// Sizes and a copy of the (tiny) level tables, in int64 whatever the tensors' dtype.
 struct Geometry {
   std::vector<int64_t> hw;     // (L, 2) rows (H, W)
   std::vector<int64_t> start;  // (L,)
@@ -255,10 +253,12 @@ constexpr int64_t kStageReuse = 8;
 constexpr int64_t kLocalGradBytes = int64_t(8) << 20;
 
 // Sweep (sort the points by row) when gathering from a value tensor at least this big:
-// far beyond the L2 caches, most corner reads are misses that sorting saves; a small
-// value stays cached and sorting only costs. Measured (forward, one thread): shape B and
-// stnet-dec-paper (11 MB each) 14-18% faster, stnet-dec-quick (0.4 MB) 50% slower.
-constexpr int64_t kSweepValueBytes = int64_t(8) << 20;
+// beyond the last-level cache (32 MB here), most corner reads go to memory and sorting
+// saves them; a value that stays in cache is read faster in point order, where the
+// prefetches run ahead across queries, and sorting only costs. Measured (forward, float32,
+// 1 / 2 threads, ms, gather vs sweep): stnet-dec-paper (44 MB) 5.72 / 2.79 vs 4.59 /
+// 2.37; shape B (11 MB) 0.89 / 0.41 vs 1.10 / 0.56.
+constexpr int64_t kSweepValueBytes = int64_t(32) << 20;
 
 // lanes: vector width of A; acc_bytes: sizeof(A); value_bytes: sizeof the value dtype;
 // half: the value dtype is a half type.
@@ -338,26 +338,13 @@ A* thread_buffer(int slot, int64_t n) {
 
 // ------------------------------------------------------------------------ task queue
 
-// The tasks of one call. The calling thread and its helpers claim task ids one at a
-// time, so a thread that starts late (a busy machine) or runs slower simply does fewer;
-// the caller returns once every claimed task is finished and never waits for a helper
-// that has not started.
+// The tasks of one call. Each thread of the call claims task ids one at a time until
+// none are left, so a thread that starts late (a busy machine) or runs slower simply
+// does fewer: the split adapts to the threads as they come, not fixed up front.
 struct TaskQueue {
   std::atomic<int64_t> next{0};  // the next unclaimed task id
-  std::atomic<int64_t> done{0};  // tasks finished
   int64_t n = 0;                 // number of tasks
   int64_t claim() { return next.fetch_add(1, std::memory_order_relaxed); }
-  void finish() { done.fetch_add(1, std::memory_order_release); }
-  void wait() const { wait_for(n); }
-  // Stop handing out tasks and wait for those already claimed (the caller failed).
-  void cancel() {
-    wait_for(std::min(n, next.exchange(std::numeric_limits<int64_t>::max() / 2)));
-  }
-
- private:
-  void wait_for(int64_t k) const {
-    while (done.load(std::memory_order_acquire) < k) std::this_thread::yield();
-  }
 };
 
 // ------------------------------------------------------------- phase 1: resolve points
@@ -482,6 +469,22 @@ STKIT_INLINE void resolve(const T* __restrict loc, const T* __restrict attn, int
   qp.nan_out = nan_out;
 }
 
+// Query q of head (n, m) -> qp, after prefetching the locations and weights of the query
+// kQueryAhead further on (if below q1). Returns the index of the query's first point.
+template <typename T, typename A>
+STKIT_INLINE int64_t resolve_query(const T* loc, const T* attn, const Geometry& g, int64_t n,
+                                   int64_t m, int64_t q, int64_t q1, const PointTables<A>& tb,
+                                   QueryPoints<A>& qp) {
+  const int64_t LP = g.L * g.P, i0 = ((n * g.Lq + q) * g.M + m) * LP;
+  if (q + kQueryAhead < q1) {
+    const int64_t ia = i0 + kQueryAhead * g.M * LP;
+    prefetch_bytes<0>(loc + 2 * ia, 2 * LP * sizeof(T));
+    prefetch_bytes<0>(attn + ia, LP * sizeof(T));
+  }
+  resolve<T, A>(loc, attn, i0, LP, tb, qp);
+  return i0;
+}
+
 // ------------------------------------------------------------------ phase 2: forward
 
 // Rows of this many points ahead are prefetched while a point is summed: the corner
@@ -504,12 +507,27 @@ STKIT_INLINE void prefetch_point(const VT* base, int64_t rs, int64_t bytes,
   }
 }
 
+// While point j of a query is summed, prefetch the point kPrefetchAhead further on in
+// the stream of this query's points followed by the next query's (nxt, already
+// resolved; nullptr for a task's last query), so that a query's first points are not
+// left to wait for their cache misses.
+template <int RW, typename VT, typename A>
+STKIT_INLINE void prefetch_ahead(const VT* base, int64_t rs, int64_t bytes,
+                                 const PointTables<A>& tb, const QueryPoints<A>& qp,
+                                 const QueryPoints<A>* nxt, int64_t LP, int64_t j) {
+  const int64_t k = j + kPrefetchAhead;
+  if (k < LP)
+    prefetch_point<RW, VT, A>(base, rs, bytes, tb, qp, k);
+  else if (nxt && k - LP < LP)
+    prefetch_point<RW, VT, A>(base, rs, bytes, tb, *nxt, k - LP);
+}
+
 // out[d .. d + BV*W) = sum over corners of weight * row[d ..]; BV vectors per row block,
 // two accumulator sets so that each FMA chain is half as long.
 template <int BV, typename VT, typename A>
 STKIT_INLINE void gather_block(const VT* __restrict base, int64_t rs, int64_t len,
-                               const PointTables<A>& tb, const QueryPoints<A>& qp, int64_t LP,
-                               int64_t d,
+                               const PointTables<A>& tb, const QueryPoints<A>& qp,
+                               const QueryPoints<A>* nxt, int64_t LP, int64_t d,
                                A* __restrict out) {
   using V = typename Simd<A>::V;
   constexpr int W = Simd<A>::W;
@@ -520,8 +538,7 @@ STKIT_INLINE void gather_block(const VT* __restrict base, int64_t rs, int64_t le
   const int32_t* __restrict Wi = tb.Wi.data();
   const int64_t bytes = d == 0 ? static_cast<int64_t>(len * sizeof(VT)) : 0;  // first pass
   for (int64_t j = 0; j < LP; ++j) {
-    if (j + kPrefetchAhead < LP)
-      prefetch_point<0, VT, A>(base, rs, bytes, tb, qp, j + kPrefetchAhead);
+    if (bytes) prefetch_ahead<0, VT, A>(base, rs, bytes, tb, qp, nxt, LP, j);
     if (!fast[j]) continue;
     const VT* r0 = base + row[j] * rs + d;
     const VT* r2 = r0 + Wi[j] * rs;
@@ -543,15 +560,16 @@ STKIT_INLINE void gather_block(const VT* __restrict base, int64_t rs, int64_t le
 // All len channels: blocks of 4 vectors, then 3/2/1, then a scalar tail (unpadded rows).
 template <typename VT, typename A>
 STKIT_INLINE void gather(const VT* __restrict base, int64_t rs, int64_t len,
-                         const PointTables<A>& tb, const QueryPoints<A>& qp, int64_t LP,
-                         A* __restrict out) {
+                         const PointTables<A>& tb, const QueryPoints<A>& qp,
+                         const QueryPoints<A>* nxt, int64_t LP, A* __restrict out) {
   constexpr int W = Simd<A>::W;
   int64_t d = 0;
-  for (; d + 4 * W <= len; d += 4 * W) gather_block<4, VT, A>(base, rs, len, tb, qp, LP, d, out);
+  for (; d + 4 * W <= len; d += 4 * W)
+    gather_block<4, VT, A>(base, rs, len, tb, qp, nxt, LP, d, out);
   switch ((len - d) / W) {
-    case 3: gather_block<3, VT, A>(base, rs, len, tb, qp, LP, d, out); d += 3 * W; break;
-    case 2: gather_block<2, VT, A>(base, rs, len, tb, qp, LP, d, out); d += 2 * W; break;
-    case 1: gather_block<1, VT, A>(base, rs, len, tb, qp, LP, d, out); d += W; break;
+    case 3: gather_block<3, VT, A>(base, rs, len, tb, qp, nxt, LP, d, out); d += 3 * W; break;
+    case 2: gather_block<2, VT, A>(base, rs, len, tb, qp, nxt, LP, d, out); d += 2 * W; break;
+    case 1: gather_block<1, VT, A>(base, rs, len, tb, qp, nxt, LP, d, out); d += W; break;
     default: break;
   }
   for (; d < len; ++d) {
@@ -621,7 +639,7 @@ struct SweepScratch {
 // Resolves the points of queries [qa, qb) of head (n, m) into sc (fast points sorted by
 // row, slow corners in a list). Returns the number of fast points.
 template <typename T, typename A>
-int64_t sweep_collect(const T* loc, const T* attn, const Geometry& g, int64_t n, int64_t m,
+STKIT_INLINE int64_t sweep_collect(const T* loc, const T* attn, const Geometry& g, int64_t n, int64_t m,
                       int64_t qa, int64_t qb, const PointTables<A>& tb, QueryPoints<A>& qp,
                       SweepScratch<A>& sc, int64_t& n_corners) {
   const int64_t LP = g.L * g.P;
@@ -632,12 +650,7 @@ int64_t sweep_collect(const T* loc, const T* attn, const Geometry& g, int64_t n,
   int64_t np = 0, nc = 0;
   const int shift = sc.shift;
   for (int64_t q = qa; q < qb; ++q) {
-    const int64_t i0 = ((n * g.Lq + q) * g.M + m) * LP;
-    if (q + kQueryAhead < qb) {
-      prefetch_bytes<0>(loc + 2 * (i0 + kQueryAhead * g.M * LP), 2 * LP * sizeof(T));
-      prefetch_bytes<0>(attn + i0 + kQueryAhead * g.M * LP, LP * sizeof(T));
-    }
-    resolve<T, A>(loc, attn, i0, LP, tb, qp);
+    resolve_query<T, A>(loc, attn, g, n, m, q, qb, tb, qp);
     const int32_t ql = static_cast<int32_t>(q - qa);
     sc.nan_q[ql] = qp.nan_out;
     for (int64_t j = 0; j < LP; ++j) {
@@ -782,7 +795,7 @@ STKIT_INLINE void forward_tasks(const FwdArgs<T>& a) {
   // Scratch first (all that may throw), then tasks; a helper that woke late claims
   // nothing and never touches the tensors.
   const PointTables<A> tb(g, LPW);
-  QueryPoints<A> qp(LP, LPW);
+  QueryPoints<A> qp(LP, LPW), qp_next(LP, LPW);  // one query's points and the next's
   std::vector<A> acc(static_cast<size_t>(plan.len));
   A* staged = plan.stage ? thread_buffer<A>(0, g.S * plan.len) : nullptr;
   std::unique_ptr<SweepScratch<A>> sw;
@@ -798,34 +811,34 @@ STKIT_INLINE void forward_tasks(const FwdArgs<T>& a) {
     const T* vhead = a.value + n * g.S * MD + m * D;  // value[n, 0, m, :]
     if (plan.sweep) {
       forward_sweep_task<T, A>(a, n, m, q0, q1, vhead, tb, qp, *sw, acc_block);
-      a.queue->finish();
       continue;
     }
     if (plan.stage && staged_head != nm) {
       stage_head<T, A>(vhead, MD, staged, g.S, D, plan.len);
       staged_head = nm;
     }
+    // Each query is resolved one query early, so that the gather of the one before can
+    // prefetch its first rows.
+    QueryPoints<A>*cur = &qp, *nxt = &qp_next;
+    if (q0 < q1) resolve_query<T, A>(a.loc, a.attn, g, n, m, q0, q1, tb, *cur);
     for (int64_t q = q0; q < q1; ++q) {
-      const int64_t i0 = ((n * g.Lq + q) * g.M + m) * LP;  // first point of (n, q, m)
-      if (q + kQueryAhead < q1) {
-        const int64_t ia = i0 + kQueryAhead * g.M * LP;
-        prefetch_bytes<0>(a.loc + 2 * ia, 2 * LP * sizeof(T));
-        prefetch_bytes<0>(a.attn + ia, LP * sizeof(T));
+      const bool more = q + 1 < q1;
+      if (more) resolve_query<T, A>(a.loc, a.attn, g, n, m, q + 1, q1, tb, *nxt);
+      if (q + kQueryAhead < q1)
         prefetch_bytes<1>(a.out + (n * g.Lq + q + kQueryAhead) * MD + m * D, D * sizeof(T));
-      }
-      resolve<T, A>(a.loc, a.attn, i0, LP, tb, qp);
+      const QueryPoints<A>* ahead = more ? nxt : nullptr;
       if (plan.stage)
-        gather<A, A>(staged, plan.vrs, plan.len, tb, qp, LP, acc.data());
+        gather<A, A>(staged, plan.vrs, plan.len, tb, *cur, ahead, LP, acc.data());
       else
-        gather<T, A>(vhead, plan.vrs, plan.len, tb, qp, LP, acc.data());
+        gather<T, A>(vhead, plan.vrs, plan.len, tb, *cur, ahead, LP, acc.data());
       T* o = a.out + (n * g.Lq + q) * MD + m * D;
-      if (qp.nan_out) {
+      if (cur->nan_out) {
         for (int64_t d = 0; d < D; ++d) o[d] = static_cast<T>(std::numeric_limits<A>::quiet_NaN());
       } else {
         for (int64_t d = 0; d < D; ++d) o[d] = static_cast<T>(acc[d]);
       }
+      std::swap(cur, nxt);
     }
-    a.queue->finish();
   }
 }
 
@@ -884,8 +897,8 @@ STKIT_INLINE void dot_scatter_row(const VT* __restrict r, A* grow, A c,
 template <int NV, typename VT, typename A>
 STKIT_INLINE void dot_scatter(const VT* __restrict vbase, int64_t vrs, A* gbase, int64_t grs,
                               int64_t len, const PointTables<A>& tb, const QueryPoints<A>& qp,
-                              int64_t LP, const A* __restrict gr, A* __restrict U,
-                              A* __restrict tails) {
+                              const QueryPoints<A>* nxt, int64_t LP, const A* __restrict gr,
+                              A* __restrict U, A* __restrict tails) {
   using V = typename Simd<A>::V;
   constexpr int W = Simd<A>::W;
   V gv[NV > 0 ? NV : 1];
@@ -893,10 +906,8 @@ STKIT_INLINE void dot_scatter(const VT* __restrict vbase, int64_t vrs, A* gbase,
     for (int v = 0; v < NV; ++v) gv[v] = load<A, A>(gr + v * W);
   const int64_t vbytes = static_cast<int64_t>(len * sizeof(VT)), gbytes = len * sizeof(A);
   for (int64_t j = 0; j < LP; ++j) {
-    if (j + kPrefetchAhead < LP) {
-      prefetch_point<0, VT, A>(vbase, vrs, vbytes, tb, qp, j + kPrefetchAhead);
-      prefetch_point<1, A, A>(gbase, grs, gbytes, tb, qp, j + kPrefetchAhead);
-    }
+    prefetch_ahead<0, VT, A>(vbase, vrs, vbytes, tb, qp, nxt, LP, j);
+    prefetch_ahead<1, A, A>(gbase, grs, gbytes, tb, qp, nxt, LP, j);
     if (!qp.fast[j]) continue;
     const int64_t r[4] = {qp.row[j], qp.row[j] + 1, qp.row[j] + tb.Wi[j], qp.row[j] + tb.Wi[j] + 1};
     const A c[4] = {qp.c0[j], qp.c1[j], qp.c2[j], qp.c3[j]};
@@ -931,7 +942,8 @@ template <int NV, typename T, typename VT>
 STKIT_INLINE void backward_queries(const BwdArgs<T>& a, int64_t n, int64_t m, int64_t q0,
                                    int64_t q1, const VT* vhead, at::opmath_type<T>* ghead,
                                    const PointTables<at::opmath_type<T>>& tb,
-                                   QueryPoints<at::opmath_type<T>>& qp,
+                                   QueryPoints<at::opmath_type<T>>& qp_a,
+                                   QueryPoints<at::opmath_type<T>>& qp_b,
                                    BwdScratch<at::opmath_type<T>>& sc) {
   using A = at::opmath_type<T>;
   constexpr int W = Simd<A>::W;
@@ -940,26 +952,30 @@ STKIT_INLINE void backward_queries(const BwdArgs<T>& a, int64_t n, int64_t m, in
   const int64_t D = g.D, MD = g.M * g.D, LP = g.L * g.P, len = plan.len;
   A* __restrict s = sc.s.data();
   A* __restrict tails = sc.tails.data();
+  // Each query is resolved one query early, so that phase 2 of the one before can
+  // prefetch its first rows.
+  QueryPoints<A>*cur = &qp_a, *nxt = &qp_b;
+  if (q0 < q1) resolve_query<T, A>(a.loc, a.attn, g, n, m, q0, q1, tb, *cur);
   for (int64_t q = q0; q < q1; ++q) {
     const T* go = a.grad_out + (n * g.Lq + q) * MD + m * D;
     const int64_t i0 = ((n * g.Lq + q) * g.M + m) * LP;
+    const bool more = q + 1 < q1;
+    if (more) resolve_query<T, A>(a.loc, a.attn, g, n, m, q + 1, q1, tb, *nxt);
     if (q + kQueryAhead < q1) {
       const int64_t ia = i0 + kQueryAhead * g.M * LP;
       prefetch_bytes<0>(go + kQueryAhead * MD, D * sizeof(T));
-      prefetch_bytes<0>(a.loc + 2 * ia, 2 * LP * sizeof(T));
-      prefetch_bytes<0>(a.attn + ia, LP * sizeof(T));
       prefetch_bytes<1>(a.grad_loc + 2 * ia, 2 * LP * sizeof(T));
       prefetch_bytes<1>(a.grad_attn + ia, LP * sizeof(T));
     }
     for (int64_t d = 0; d < D; ++d) sc.gr[d] = static_cast<A>(go[d]);  // padding stays 0
-    resolve<T, A>(a.loc, a.attn, i0, LP, tb, qp);
+    const QueryPoints<A>& qp = *cur;
     // Slots of slow points may be left unwritten by phase 2: clear them (and all tails).
     for (int64_t e = 0; e < qp.n_slow; ++e)
       for (int k = 0; k < 4; ++k)
         std::fill_n(sc.U.data() + (k * LP + qp.slow[e]) * W, W, A(0));
     if (NV == 0) std::fill(sc.tails.begin(), sc.tails.end(), A(0));
-    dot_scatter<NV, VT, A>(vhead, plan.vrs, ghead, plan.grs, len, tb, qp, LP, sc.gr.data(),
-                           sc.U.data(), tails);
+    dot_scatter<NV, VT, A>(vhead, plan.vrs, ghead, plan.grs, len, tb, qp, more ? nxt : nullptr,
+                           LP, sc.gr.data(), sc.U.data(), tails);
     lane_sums<A>(sc.U.data(), 4 * LP, s);
     if (NV == 0)
       for (int64_t e = 0; e < 4 * LP; ++e) s[e] += tails[e];
@@ -985,6 +1001,7 @@ STKIT_INLINE void backward_queries(const BwdArgs<T>& a, int64_t n, int64_t m, in
       gloc[2 * j] = T(0);
       gloc[2 * j + 1] = T(0);
     }
+    std::swap(cur, nxt);
   }
 }
 
@@ -992,16 +1009,21 @@ template <typename T, typename VT>
 STKIT_INLINE void backward_head(const BwdArgs<T>& a, int64_t n, int64_t m, int64_t q0,
                                 int64_t q1, const VT* vhead, at::opmath_type<T>* ghead,
                                 const PointTables<at::opmath_type<T>>& tb,
-                                QueryPoints<at::opmath_type<T>>& qp,
+                                QueryPoints<at::opmath_type<T>>& qp_a,
+                                QueryPoints<at::opmath_type<T>>& qp_b,
                                 BwdScratch<at::opmath_type<T>>& sc) {
   constexpr int W = Simd<at::opmath_type<T>>::W;
   const int64_t len = a.plan.len;
   // Compile-time vector counts for the common channel widths; any other width loops.
   switch (len % W == 0 ? len / W : 0) {
-    case 1: backward_queries<1, T, VT>(a, n, m, q0, q1, vhead, ghead, tb, qp, sc); break;
-    case 2: backward_queries<2, T, VT>(a, n, m, q0, q1, vhead, ghead, tb, qp, sc); break;
-    case 4: backward_queries<4, T, VT>(a, n, m, q0, q1, vhead, ghead, tb, qp, sc); break;
-    default: backward_queries<0, T, VT>(a, n, m, q0, q1, vhead, ghead, tb, qp, sc); break;
+    case 1: backward_queries<1, T, VT>(a, n, m, q0, q1, vhead, ghead, tb, qp_a, qp_b, sc);
+      break;
+    case 2: backward_queries<2, T, VT>(a, n, m, q0, q1, vhead, ghead, tb, qp_a, qp_b, sc);
+      break;
+    case 4: backward_queries<4, T, VT>(a, n, m, q0, q1, vhead, ghead, tb, qp_a, qp_b, sc);
+      break;
+    default: backward_queries<0, T, VT>(a, n, m, q0, q1, vhead, ghead, tb, qp_a, qp_b, sc);
+      break;
   }
 }
 
@@ -1015,7 +1037,7 @@ STKIT_INLINE void backward_tasks(const BwdArgs<T>& a) {
   // Scratch first (all that may throw), then tasks; a helper that woke late claims
   // nothing and never touches the tensors.
   const PointTables<A> tb(g, LPW);
-  QueryPoints<A> qp(LP, LPW);
+  QueryPoints<A> qp(LP, LPW), qp_next(LP, LPW);  // one query's points and the next's
   BwdScratch<A> sc(plan.len, LP);
   A* staged = plan.stage ? thread_buffer<A>(0, SL) : nullptr;
   A* local = plan.local ? thread_buffer<A>(1, SL) : nullptr;  // (S, len) grad rows
@@ -1031,9 +1053,9 @@ STKIT_INLINE void backward_tasks(const BwdArgs<T>& a) {
         if (staged_head != nm)
           stage_head<T, A>(a.value + head, MD, staged, g.S, D, plan.len);
         staged_head = nm;
-        backward_head<T, A>(a, n, m, q0, q1, staged, local, tb, qp, sc);
+        backward_head<T, A>(a, n, m, q0, q1, staged, local, tb, qp, qp_next, sc);
       } else {
-        backward_head<T, T>(a, n, m, q0, q1, a.value + head, local, tb, qp, sc);
+        backward_head<T, T>(a, n, m, q0, q1, a.value + head, local, tb, qp, qp_next, sc);
       }
       // This task is the only writer of its (chunk, n, m) slice: plain stores.
       const A* src = local;
@@ -1052,9 +1074,8 @@ STKIT_INLINE void backward_tasks(const BwdArgs<T>& a) {
       if constexpr (std::is_same_v<T, A>)
         if (a.direct) gv = a.grad_value + head;
       for (int64_t s = 0; s < g.S; ++s) std::fill_n(gv + s * MD, D, A(0));
-      backward_head<T, T>(a, n, m, q0, q1, a.value + head, gv, tb, qp, sc);
+      backward_head<T, T>(a, n, m, q0, q1, a.value + head, gv, tb, qp, qp_next, sc);
     }
-    a.queue->finish();
   }
 }
 
@@ -1073,39 +1094,23 @@ STKIT_DEFINE_WORKERS(c10::Half, f16)
 STKIT_DEFINE_WORKERS(c10::BFloat16, bf16)
 #undef STKIT_DEFINE_WORKERS
 
-// One call's arguments and task queue, shared by the calling thread and its helpers.
-// Helpers hold it by shared_ptr: one that wakes after the call has returned finds no
-// task left and reads nothing but this object (Geometry owns its level tables).
+// Runs the tasks on plan.workers threads of ATen's intra-op pool (the caller among
+// them), each claiming tasks until none are left. These are the threads every other CPU
+// op uses, so right after one (a linear layer, the reference) they are awake and start
+// at once; helpers of a separate pool sleep between calls, and waking one on this
+// 2-core virtual machine took as long as a decoder-sized call (measured: shape B forward
+// calls alternated between 0.5 and 0.83 ms with ATen's inter-op pool as helpers, and
+// ran at 0.83 ms for the first ~10 ms after an intra-op region, whose threads spin then).
+// An exception in one thread is rethrown here once all have finished.
 template <typename Args>
-struct Job {
-  Args args;
+void run_parallel(Args a) {
   TaskQueue queue;
-  explicit Job(const Args& a) : args(a) {}
-};
-
-// Runs the tasks on the calling thread plus plan.workers - 1 helpers from ATen's
-// inter-op pool. Unlike a fork-join region, the caller never waits for a helper to be
-// scheduled: on a busy machine it just does more of the tasks itself.
-template <typename Args>
-void run_parallel(const Args& in) {
-  auto job = std::make_shared<Job<Args>>(in);
-  job->args.queue = &job->queue;
-  job->queue.n = in.g.N * in.g.M * in.plan.chunks;
-  for (int64_t w = 1; w < in.plan.workers; ++w) {
-    at::launch([job] {
-      try {
-        run_tasks(job->args);
-      } catch (...) {  // out of memory for scratch before claiming: the others go on
-      }
-    });
-  }
-  try {
-    run_tasks(job->args);
-  } catch (...) {
-    job->queue.cancel();  // no helper may still write into the tensors after we throw
-    throw;
-  }
-  job->queue.wait();
+  queue.n = a.g.N * a.g.M * a.plan.chunks;
+  a.queue = &queue;
+  if (a.plan.workers > 1)
+    at::parallel_for(0, a.plan.workers, 1, [&](int64_t, int64_t) { run_tasks(a); });
+  else
+    run_tasks(a);
 }
 
 // ------------------------------------------------------------------------ validation

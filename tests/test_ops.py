@@ -260,9 +260,9 @@ STRATEGIES = [  # (expected plan, level shapes, N, Lq, M, D, P, dtype)
     ("value=gather, grad=in-place, chunks=1, workers=1",
      [(3, 3)], 1, 2, 1, 4, 1, torch.float64),                 # too small to split
     ("value=sweep, grad=in-place, chunks=1, workers=2",
-     [(64, 64), (32, 32)], 2, 50, 8, 32, 4, torch.float32),   # few queries, value >= 8 MB
+     [(128, 128), (64, 64)], 2, 50, 8, 32, 4, torch.float32), # few queries, value >= 32 MB
     ("value=sweep, grad=in-place, chunks=2, workers=2",
-     [(96, 128), (48, 64)], 1, 300, 2, 40, 4, torch.float64), # ... odd D, split heads
+     [(192, 256), (96, 128)], 1, 300, 2, 40, 4, torch.float64), # ... odd D, split heads
 ]
 
 
