@@ -37,6 +37,7 @@ Shapes (M=8 heads, D=32 channels, P=4 points unless noted):
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -160,8 +161,21 @@ def work(shape: BenchShape, inputs) -> dict:
 def _timeit(fn, device: torch.device, warmup: int, repeats: int,
             budget_s: float = 20.0) -> float:
     """Median wall time of fn() in ms. A call slower than budget_s / 4 needs no warm-up,
-    and repeats stop once they would pass budget_s (the reference is slow on big shapes)."""
+    and repeats stop once they would pass budget_s (the reference is slow on big shapes).
+    Python's garbage collector is paused while timing, as ``timeit`` does: a collection
+    pass landing in one call would be charged to whichever backend runs then."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _timed_median(fn, sync, warmup, repeats, budget_s)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _timed_median(fn, sync, warmup: int, repeats: int, budget_s: float) -> float:
     times: list[float] = []
     while len(times) < max(repeats, 1):
         t0 = time.perf_counter()
