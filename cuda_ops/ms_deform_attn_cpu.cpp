@@ -470,11 +470,11 @@ STKIT_INLINE void resolve(const T* __restrict loc, const T* __restrict attn, int
 }
 
 // Query q of head (n, m) -> qp, after prefetching the locations and weights of the query
-// kQueryAhead further on (if below q1). Returns the index of the query's first point.
+// kQueryAhead further on (if below q1).
 template <typename T, typename A>
-STKIT_INLINE int64_t resolve_query(const T* loc, const T* attn, const Geometry& g, int64_t n,
-                                   int64_t m, int64_t q, int64_t q1, const PointTables<A>& tb,
-                                   QueryPoints<A>& qp) {
+STKIT_INLINE void resolve_query(const T* loc, const T* attn, const Geometry& g, int64_t n,
+                                int64_t m, int64_t q, int64_t q1, const PointTables<A>& tb,
+                                QueryPoints<A>& qp) {
   const int64_t LP = g.L * g.P, i0 = ((n * g.Lq + q) * g.M + m) * LP;
   if (q + kQueryAhead < q1) {
     const int64_t ia = i0 + kQueryAhead * g.M * LP;
@@ -482,7 +482,6 @@ STKIT_INLINE int64_t resolve_query(const T* loc, const T* attn, const Geometry& 
     prefetch_bytes<0>(attn + ia, LP * sizeof(T));
   }
   resolve<T, A>(loc, attn, i0, LP, tb, qp);
-  return i0;
 }
 
 // ------------------------------------------------------------------ phase 2: forward
@@ -639,9 +638,10 @@ struct SweepScratch {
 // Resolves the points of queries [qa, qb) of head (n, m) into sc (fast points sorted by
 // row, slow corners in a list). Returns the number of fast points.
 template <typename T, typename A>
-STKIT_INLINE int64_t sweep_collect(const T* loc, const T* attn, const Geometry& g, int64_t n, int64_t m,
-                      int64_t qa, int64_t qb, const PointTables<A>& tb, QueryPoints<A>& qp,
-                      SweepScratch<A>& sc, int64_t& n_corners) {
+STKIT_INLINE int64_t sweep_collect(const T* loc, const T* attn, const Geometry& g, int64_t n,
+                                   int64_t m, int64_t qa, int64_t qb, const PointTables<A>& tb,
+                                   QueryPoints<A>& qp, SweepScratch<A>& sc,
+                                   int64_t& n_corners) {
   const int64_t LP = g.L * g.P;
   int32_t* __restrict bucket = sc.bucket.data();
   const int64_t nb = static_cast<int64_t>(sc.bucket.size());
@@ -819,7 +819,7 @@ STKIT_INLINE void forward_tasks(const FwdArgs<T>& a) {
     }
     // Each query is resolved one query early, so that the gather of the one before can
     // prefetch its first rows.
-    QueryPoints<A>*cur = &qp, *nxt = &qp_next;
+    QueryPoints<A> *cur = &qp, *nxt = &qp_next;
     if (q0 < q1) resolve_query<T, A>(a.loc, a.attn, g, n, m, q0, q1, tb, *cur);
     for (int64_t q = q0; q < q1; ++q) {
       const bool more = q + 1 < q1;
@@ -971,7 +971,7 @@ STKIT_INLINE void backward_queries(const BwdArgs<T>& a, int64_t n, int64_t m, in
   A* __restrict tails = sc.tails.data();
   // Each query is resolved one query early, so that phase 2 of the one before can
   // prefetch its first rows.
-  QueryPoints<A>*cur = &qp_a, *nxt = &qp_b;
+  QueryPoints<A> *cur = &qp_a, *nxt = &qp_b;
   if (q0 < q1) resolve_query<T, A>(a.loc, a.attn, g, n, m, q0, q1, tb, *cur);
   for (int64_t q = q0; q < q1; ++q) {
     const T* go = a.grad_out + (n * g.Lq + q) * MD + m * D;
