@@ -181,41 +181,6 @@ struct Geometry {
   int64_t N = 0, S = 0, M = 0, D = 0, Lq = 0, L = 0, P = 0;
 };
 
-// One sampling point resolved to its 4 bilinear corners on one level.
-// Corner order: (y0, x0), (y0, x1), (y1, x0), (y1, x1) with x1 = x0 + 1, y1 = y0 + 1.
-template <typename A>
-struct Point {
-  bool inside;     // some corner is inside the map
-  bool in[4];
-  int64_t row[4];  // y * W + x within the level (valid where in[c])
-  A fx, fy;        // fractional position inside the cell
-};
-
-template <typename A>
-STKIT_INLINE Point<A> locate(A x, A y, int64_t H, int64_t W) {
-  Point<A> pt;
-  const A px = x * static_cast<A>(W) - A(0.5);
-  const A py = y * static_cast<A>(H) - A(0.5);
-  // Some corner is inside iff floor(p) is in [-1, size - 1]. NaN and inf fail this test,
-  // and huge values fail it before the integer conversion could overflow.
-  pt.inside = px >= A(-1) && px < static_cast<A>(W) && py >= A(-1) && py < static_cast<A>(H);
-  if (!pt.inside) return pt;
-  const A flx = std::floor(px), fly = std::floor(py);
-  const int64_t x0 = static_cast<int64_t>(flx), y0 = static_cast<int64_t>(fly);
-  pt.fx = px - flx;
-  pt.fy = py - fly;
-  const bool x0_in = x0 >= 0, x1_in = x0 + 1 < W, y0_in = y0 >= 0, y1_in = y0 + 1 < H;
-  pt.in[0] = y0_in && x0_in;
-  pt.in[1] = y0_in && x1_in;
-  pt.in[2] = y1_in && x0_in;
-  pt.in[3] = y1_in && x1_in;
-  pt.row[0] = y0 * W + x0;
-  pt.row[1] = pt.row[0] + 1;
-  pt.row[2] = pt.row[0] + W;
-  pt.row[3] = pt.row[2] + 1;
-  return pt;
-}
-
 // ------------------------------------------------------------------------ work plan
 
 // How one call runs, chosen from the shape alone (make_plan) and shared by its tasks.
@@ -311,15 +276,62 @@ STKIT_INLINE void prefetch_bytes(const void* p, int64_t bytes) {
 // Rows ahead that the strided copy into a staged head prefetches.
 constexpr int64_t kRowAhead = 8;
 
-// Copy value[n, :, m, :] (rows `stride` apart) into dst (S, len) as the accumulation
-// type, zero-filling the padding lanes.
+// Zero S rows of D elements, `stride` apart, with vector stores in line: a memset call
+// per row (what std::fill_n, or a plain loop, becomes) took an eighth of shape B's
+// backward.
+template <typename A>
+STKIT_INLINE void zero_rows(A* __restrict p, int64_t S, int64_t D, int64_t stride) {
+  using V = typename Simd<A>::V;
+  constexpr int W = Simd<A>::W;
+  const V z{};
+  for (int64_t s = 0; s < S; ++s) {
+    A* r = p + s * stride;
+    int64_t d = 0;
+    for (; d + W <= D; d += W) store<A>(r + d, z);
+    for (; d < D; ++d) r[d] = A(0);
+    asm volatile("" ::: "memory");  // keep the compiler from turning this into memset calls
+  }
+}
+
+// A staged head's layout: each level's H x W map inside a border of zero rows,
+// (H + 2) x (W + 2), the levels one after another. A point with some corner inside the
+// map then has all 4 corners inside the bordered map (a missing corner reads a zero row
+// and takes a gradient nobody reads), so a staged head has no slow corners: only points
+// entirely outside the map (or non-finite) are slow, and they read nothing.
+struct Bordered {
+  std::vector<int64_t> start;  // (L,) first row of each level's bordered map
+  int64_t rows = 0;            // rows of all levels
+  explicit Bordered(const Geometry& g) : start(g.L) {
+    for (int64_t l = 0; l < g.L; ++l) {
+      start[l] = rows;
+      rows += (g.hw[2 * l] + 2) * (g.hw[2 * l + 1] + 2);
+    }
+  }
+  // Row of the map's pixel (0, 0) of level l.
+  int64_t origin(const Geometry& g, int64_t l) const { return start[l] + g.hw[2 * l + 1] + 3; }
+};
+
+// Copy value[n, :, m, :] (rows `stride` apart) into dst in the bordered layout (rows
+// len apart) as the accumulation type, zero-filling the border and the padding lanes.
 template <typename T, typename A>
 STKIT_INLINE void stage_head(const T* __restrict src, int64_t stride, A* __restrict dst,
-                             int64_t S, int64_t D, int64_t len) {
-  for (int64_t s = 0; s < S; ++s) {
-    if (s + kRowAhead < S) prefetch_bytes<0>(src + (s + kRowAhead) * stride, D * sizeof(T));
-    for (int64_t d = 0; d < D; ++d) dst[s * len + d] = static_cast<A>(src[s * stride + d]);
-    for (int64_t d = D; d < len; ++d) dst[s * len + d] = A(0);
+                             const Geometry& g, const Bordered& b, int64_t len) {
+  const int64_t D = g.D;
+  for (int64_t l = 0; l < g.L; ++l) {
+    const int64_t H = g.hw[2 * l], Wd = g.hw[2 * l + 1], Wb = Wd + 2;
+    A* top = dst + b.start[l] * len;
+    zero_rows<A>(top, Wb + 1, len, len);                     // top border, first left cell
+    zero_rows<A>(top + ((H + 1) * Wb - 1) * len, Wb + 1, len, len);  // last right cell, bottom
+    for (int64_t y = 0; y < H; ++y) {
+      const T* s = src + (g.start[l] + y * Wd) * stride;
+      A* r = dst + (b.origin(g, l) + y * Wb) * len;
+      for (int64_t x = 0; x < Wd; ++x) {
+        if (x + kRowAhead < Wd) prefetch_bytes<0>(s + (x + kRowAhead) * stride, D * sizeof(T));
+        for (int64_t d = 0; d < D; ++d) r[x * len + d] = static_cast<A>(s[x * stride + d]);
+        for (int64_t d = D; d < len; ++d) r[x * len + d] = A(0);
+      }
+      if (y + 1 < H) zero_rows<A>(r + Wd * len, 2, len, len);  // right cell, next left cell
+    }
   }
 }
 
@@ -353,17 +365,20 @@ struct TaskQueue {
 template <typename A>
 struct PointTables {
   std::vector<A> Wf, Hf;           // the point's level width and height
-  std::vector<int32_t> Wi, start;  // width as an integer, first row of the level in S
-  // Arrays are padded to whole vectors (padding: 1x1 levels, never used).
-  PointTables(const Geometry& g, int64_t padded)
-      : Wf(padded, A(1)), Hf(padded, A(1)), Wi(padded, 1), start(padded, 0) {
+  std::vector<int32_t> Wi, start;  // row stride of the level's map, row of its pixel (0, 0)
+  bool bordered = false;           // rows of a staged head (see Bordered): no slow corners
+  // Arrays are padded to whole vectors (padding: 1x1 levels, never used). b: the rows
+  // are a staged head in that layout; nullptr: rows as in value.
+  PointTables(const Geometry& g, int64_t padded, const Bordered* b)
+      : Wf(padded, A(1)), Hf(padded, A(1)), Wi(padded, 1), start(padded, 0),
+        bordered(b != nullptr) {
     for (int64_t l = 0; l < g.L; ++l)
       for (int64_t p = 0; p < g.P; ++p) {
-        const int64_t j = l * g.P + p;
-        Wf[j] = static_cast<A>(g.hw[2 * l + 1]);
+        const int64_t j = l * g.P + p, Wd = g.hw[2 * l + 1];
+        Wf[j] = static_cast<A>(Wd);
         Hf[j] = static_cast<A>(g.hw[2 * l]);
-        Wi[j] = static_cast<int32_t>(g.hw[2 * l + 1]);
-        start[j] = static_cast<int32_t>(g.start[l]);
+        Wi[j] = static_cast<int32_t>(b ? Wd + 2 : Wd);
+        start[j] = static_cast<int32_t>(b ? b->origin(g, l) : g.start[l]);
       }
   }
 };
@@ -373,9 +388,10 @@ struct PointTables {
 // ("slow": borders, outside, non-finite) become an explicit list of valid corners.
 template <typename A>
 struct QueryPoints {
-  std::vector<int32_t> fast, row;       // fast flag; top-left corner's row in S (fast only)
+  std::vector<int32_t> fast, row;       // fast flag (0 or -1); top-left corner's row in S
+  std::vector<int32_t> code;            // bit k: corner k is inside the map
   std::vector<A> fx, fy, w;             // fractional position, attention weight
-  std::vector<A> c0, c1, c2, c3;        // w * bilinear weight of each corner (fast only)
+  std::vector<A> c0, c1, c2, c3;        // w * bilinear weight of each corner
   std::vector<int32_t> slow;            // indices of slow points
   std::vector<uint8_t> slow_inside;     // ... whether some corner is inside
   std::vector<int32_t> srow;            // slow corners: the corner's row in S
@@ -385,13 +401,15 @@ struct QueryPoints {
   bool nan_out = false;                 // forward: some point makes the output NaN
   std::vector<A> x, y;                  // staging of loc for non-float inputs
   QueryPoints(int64_t LP, int64_t padded)
-      : fast(padded), row(padded), fx(padded), fy(padded), w(padded), c0(padded), c1(padded),
+      : fast(padded), row(padded), code(padded), fx(padded), fy(padded), w(padded), c0(padded), c1(padded),
         c2(padded), c3(padded), slow(LP), slow_inside(LP), srow(4 * LP), cw(4 * LP),
         slot(4 * LP), x(padded), y(padded) {}
 };
 
-// Points (i0 .. i0 + LP) of one (query, head) -> QueryPoints. The first loop works on
-// W points at a time with no branches; the second handles the rare slow points.
+// Points (i0 .. i0 + LP) of one (query, head) -> QueryPoints. One loop works on W points
+// at a time with no branches and resolves every point, slow ones included (their corner
+// masks); a second visits only the slow points (a bit mask of them, so no branch per
+// point) and lists their valid corners without branches.
 template <typename T, typename A>
 STKIT_INLINE void resolve(const T* __restrict loc, const T* __restrict attn, int64_t i0,
                           int64_t LP, const PointTables<A>& tb, QueryPoints<A>& qp) {
@@ -410,18 +428,35 @@ STKIT_INLINE void resolve(const T* __restrict loc, const T* __restrict attn, int
     ws[j] = static_cast<A>(ap[j]);
   }
   const V zero{}, one = zero + A(1), half = zero + A(0.5);
+  using Mask = decltype(zero < one);  // lane masks: 0 or -1 in an integer of A's width
+  Mask nan_lanes{};
+  const Mask border = zero < (tb.bordered ? one : zero);  // all lanes set for staged rows
   for (int64_t j = 0; j < LP; j += W) {
     const V wf = load<A, A>(tb.Wf.data() + j), hf = load<A, A>(tb.Hf.data() + j);
     const V w = load<A, A>(ws + j);
     const V px = load<A, A>(xs + j) * wf - half;
     const V py = load<A, A>(ys + j) * hf - half;
-    // All 4 corners inside. NaN fails every comparison, so non-finite points are slow.
-    const auto f = (px >= zero) & (py >= zero) & (px < wf - one) & (py < hf - one);
-    const V sx = f ? px : zero, sy = f ? py : zero;
-    const I xi = __builtin_convertvector(sx, I), yi = __builtin_convertvector(sy, I);  // floor
-    const V ax = sx - __builtin_convertvector(xi, V), ay = sy - __builtin_convertvector(yi, V);
-    const V bx = one - ax, by = one - ay;
+    // Some corner is inside iff -1 <= p < size in both coordinates (NaN fails every
+    // comparison); other points read nothing, so their coordinates are replaced by 0
+    // before the integer conversion (which could overflow).
+    const Mask in = (px >= -one) & (py >= -one) & (px < wf) & (py < hf);
+    const V sx = in ? px : zero, sy = in ? py : zero;
+    // floor: truncation rounds p in (-1, 0) up to 0, so step those lanes down by one.
+    V flx = __builtin_convertvector(__builtin_convertvector(sx, I), V);
+    V fly = __builtin_convertvector(__builtin_convertvector(sy, I), V);
+    flx = sx < flx ? flx - one : flx;
+    fly = sy < fly ? fly - one : fly;
+    const Mask x0 = flx >= zero, x1 = flx < wf - one, y0 = fly >= zero, y1 = fly < hf - one;
+    // Fast: all 4 corners inside the map, or inside the bordered map of a staged head.
+    const Mask f = in & ((x0 & x1 & y0 & y1) | border);
+    // Bit k set: corner k is inside the map (no bits: the point is outside).
+    const Mask code = in & ((y0 & x0 & 1) | (y0 & x1 & 2) | (y1 & x0 & 4) | (y1 & x1 & 8));
+    // An outside point adds weight * 0: NaN only if the weight is not finite.
+    nan_lanes |= ~in & (w - w != zero);
+    const V ax = sx - flx, ay = sy - fly, bx = one - ax, by = one - ay;
+    const I xi = __builtin_convertvector(flx, I), yi = __builtin_convertvector(fly, I);
     store_i<A>(qp.fast.data() + j, __builtin_convertvector(f, I));
+    store_i<A>(qp.code.data() + j, __builtin_convertvector(code, I));
     store_i<A>(qp.row.data() + j,
                load_i<A>(tb.start.data() + j) + yi * load_i<A>(tb.Wi.data() + j) + xi);
     store<A>(qp.fx.data() + j, ax);
@@ -431,37 +466,36 @@ STKIT_INLINE void resolve(const T* __restrict loc, const T* __restrict attn, int
     store<A>(qp.c2.data() + j, w * ay * bx);
     store<A>(qp.c3.data() + j, w * ay * ax);
   }
-  const int32_t* __restrict fast = qp.fast.data();
-  const A* __restrict Hf = tb.Hf.data();
-  const int32_t* __restrict Wi = tb.Wi.data();
-  const int32_t* __restrict start = tb.start.data();
-  A* __restrict fx = qp.fx.data();
-  A* __restrict fy = qp.fy.data();
-  const A* __restrict ww = ws;
-  int64_t ns = 0, nc = 0;
   bool nan_out = false;
-  for (int64_t j = 0; j < LP; ++j) {
-    if (fast[j]) continue;
-    const int64_t W = Wi[j], H = static_cast<int64_t>(Hf[j]);
-    const Point<A> pt = locate<A>(static_cast<A>(lp[2 * j]), static_cast<A>(lp[2 * j + 1]), H, W);
-    qp.slow[ns] = static_cast<int32_t>(j);
-    qp.slow_inside[ns] = pt.inside;
-    ++ns;
-    if (!pt.inside) {
-      // The reference adds weight * 0: NaN only if the weight is not finite.
-      nan_out |= !std::isfinite(ww[j]);
-      continue;
-    }
-    fx[j] = pt.fx;
-    fy[j] = pt.fy;
-    const A bx = A(1) - pt.fx, by = A(1) - pt.fy;
-    const A bw[4] = {by * bx, by * pt.fx, pt.fy * bx, pt.fy * pt.fx};
-    for (int k = 0; k < 4; ++k) {
-      if (!pt.in[k]) continue;
-      qp.srow[nc] = static_cast<int32_t>(start[j] + pt.row[k]);
-      qp.cw[nc] = ww[j] * bw[k];
-      qp.slot[nc] = static_cast<int32_t>(k * LP + j);
-      ++nc;
+  for (int i = 0; i < W; ++i) nan_out |= nan_lanes[i] != 0;
+  const int32_t* __restrict fast = qp.fast.data();
+  const int32_t* __restrict code = qp.code.data();
+  const int32_t* __restrict row = qp.row.data();
+  const int32_t* __restrict Wi = tb.Wi.data();
+  int32_t* __restrict srow = qp.srow.data();
+  int32_t* __restrict slot = qp.slot.data();
+  A* __restrict cw = qp.cw.data();
+  int64_t ns = 0, nc = 0;
+  for (int64_t j0 = 0; j0 < LP; j0 += 64) {
+    const int64_t jn = std::min<int64_t>(64, LP - j0);
+    uint64_t bits = 0;  // bit i: point j0 + i is slow
+    for (int64_t i = 0; i < jn; ++i) bits |= static_cast<uint64_t>(fast[j0 + i] == 0) << i;
+    for (; bits; bits &= bits - 1) {
+      const int32_t j = static_cast<int32_t>(j0 + __builtin_ctzll(bits));
+      const int32_t c = code[j], r0 = row[j], r2 = r0 + Wi[j];
+      qp.slow[ns] = j;
+      qp.slow_inside[ns] = c != 0;
+      ++ns;
+      // Every corner is written, but the count moves only past valid ones (the arrays
+      // hold 4 * LP, so the writes past the last valid corner stay in bounds).
+      const int32_t rows[4] = {r0, r0 + 1, r2, r2 + 1};
+      const A ws4[4] = {qp.c0[j], qp.c1[j], qp.c2[j], qp.c3[j]};
+      for (int k = 0; k < 4; ++k) {
+        srow[nc] = rows[k];
+        cw[nc] = ws4[k];
+        slot[nc] = static_cast<int32_t>(k * LP) + j;
+        nc += (c >> k) & 1;
+      }
     }
   }
   qp.n_slow = ns;
@@ -794,10 +828,11 @@ STKIT_INLINE void forward_tasks(const FwdArgs<T>& a) {
   const int64_t LPW = (LP + Simd<A>::W - 1) / Simd<A>::W * Simd<A>::W;  // padded
   // Scratch first (all that may throw), then tasks; a helper that woke late claims
   // nothing and never touches the tensors.
-  const PointTables<A> tb(g, LPW);
+  const Bordered bordered(g);
+  const PointTables<A> tb(g, LPW, plan.stage ? &bordered : nullptr);
   QueryPoints<A> qp(LP, LPW), qp_next(LP, LPW);  // one query's points and the next's
   std::vector<A> acc(static_cast<size_t>(plan.len));
-  A* staged = plan.stage ? thread_buffer<A>(0, g.S * plan.len) : nullptr;
+  A* staged = plan.stage ? thread_buffer<A>(0, bordered.rows * plan.len) : nullptr;
   std::unique_ptr<SweepScratch<A>> sw;
   std::vector<A> acc_block;
   if (plan.sweep) {
@@ -814,7 +849,7 @@ STKIT_INLINE void forward_tasks(const FwdArgs<T>& a) {
       continue;
     }
     if (plan.stage && staged_head != nm) {
-      stage_head<T, A>(vhead, MD, staged, g.S, D, plan.len);
+      stage_head<T, A>(vhead, MD, staged, g, bordered, plan.len);
       staged_head = nm;
     }
     // Each query is resolved one query early, so that the gather of the one before can
@@ -894,13 +929,15 @@ STKIT_INLINE void dot_scatter_row(const VT* __restrict r, A* grow, A c,
 // point j at slot k * LP + j, W lanes each) and tails, and scatters into grad rows.
 // Value rows are vrs elements apart, grad rows grs (a head of value or its staged copy;
 // grad_value itself, a workspace or a per-thread buffer).
-template <int NV, typename VT, typename A>
-STKIT_INLINE void dot_scatter(const VT* __restrict vbase, int64_t vrs, A* gbase, int64_t grs,
+template <int NV, int RS, typename VT, typename A>
+STKIT_INLINE void dot_scatter(const VT* __restrict vbase, int64_t vrs_, A* gbase, int64_t grs_,
                               int64_t len, const PointTables<A>& tb, const QueryPoints<A>& qp,
                               const QueryPoints<A>* nxt, int64_t LP, const A* __restrict gr,
                               A* __restrict U, A* __restrict tails) {
   using V = typename Simd<A>::V;
   constexpr int W = Simd<A>::W;
+  // RS > 0: value and grad rows are both RS elements apart (a staged head), known here.
+  const int64_t vrs = RS > 0 ? RS : vrs_, grs = RS > 0 ? RS : grs_;
   V gv[NV > 0 ? NV : 1];
   if constexpr (NV > 0)
     for (int v = 0; v < NV; ++v) gv[v] = load<A, A>(gr + v * W);
@@ -924,23 +961,6 @@ STKIT_INLINE void dot_scatter(const VT* __restrict vbase, int64_t vrs, A* gbase,
     dot_scatter_row<NV, VT, A>(vbase + r * vrs, gbase + r * grs, qp.cw[e], gv, gr, len, u,
                                tails + qp.slot[e]);
     store<A>(U + static_cast<int64_t>(qp.slot[e]) * W, u);
-  }
-}
-
-// Zero S rows of D elements, `stride` apart, with vector stores in line: a memset call
-// per row (what std::fill_n, or a plain loop, becomes) took an eighth of shape B's
-// backward.
-template <typename A>
-STKIT_INLINE void zero_rows(A* __restrict p, int64_t S, int64_t D, int64_t stride) {
-  using V = typename Simd<A>::V;
-  constexpr int W = Simd<A>::W;
-  const V z{};
-  for (int64_t s = 0; s < S; ++s) {
-    A* r = p + s * stride;
-    int64_t d = 0;
-    for (; d + W <= D; d += W) store<A>(r + d, z);
-    for (; d < D; ++d) r[d] = A(0);
-    asm volatile("" ::: "memory");  // keep the compiler from turning this into memset calls
   }
 }
 
@@ -991,8 +1011,12 @@ STKIT_INLINE void backward_queries(const BwdArgs<T>& a, int64_t n, int64_t m, in
       for (int k = 0; k < 4; ++k)
         std::fill_n(sc.U.data() + (k * LP + qp.slow[e]) * W, W, A(0));
     if (NV == 0) std::fill(sc.tails.begin(), sc.tails.end(), A(0));
-    dot_scatter<NV, VT, A>(vhead, plan.vrs, ghead, plan.grs, len, tb, qp, more ? nxt : nullptr,
-                           LP, sc.gr.data(), sc.U.data(), tails);
+    if (NV > 0 && plan.stage)
+      dot_scatter<NV, NV * W, VT, A>(vhead, plan.vrs, ghead, plan.grs, len, tb, qp,
+                                     more ? nxt : nullptr, LP, sc.gr.data(), sc.U.data(), tails);
+    else
+      dot_scatter<NV, 0, VT, A>(vhead, plan.vrs, ghead, plan.grs, len, tb, qp,
+                                more ? nxt : nullptr, LP, sc.gr.data(), sc.U.data(), tails);
     lane_sums<A>(sc.U.data(), 4 * LP, s);
     if (NV == 0)
       for (int64_t e = 0; e < 4 * LP; ++e) s[e] += tails[e];
@@ -1044,20 +1068,39 @@ STKIT_INLINE void backward_head(const BwdArgs<T>& a, int64_t n, int64_t m, int64
   }
 }
 
+// Copy a head's grad rows from a per-thread buffer (rows len apart; in the bordered
+// layout when b is given, its border dropped) to dst (rows `stride` apart) as OT.
+template <typename OT, typename A>
+STKIT_INLINE void write_rows(const A* __restrict src, int64_t len, const Bordered* b,
+                             const Geometry& g, OT* __restrict dst, int64_t stride) {
+  for (int64_t l = 0; l < g.L; ++l) {
+    const int64_t H = g.hw[2 * l], Wd = g.hw[2 * l + 1];
+    for (int64_t y = 0; y < H; ++y) {
+      const A* r = src + (b ? b->origin(g, l) + y * (Wd + 2) : g.start[l] + y * Wd) * len;
+      OT* o = dst + (g.start[l] + y * Wd) * stride;
+      for (int64_t x = 0; x < Wd; ++x)
+        for (int64_t d = 0; d < g.D; ++d) o[x * stride + d] = static_cast<OT>(r[x * len + d]);
+    }
+  }
+}
+
 template <typename T>
 STKIT_INLINE void backward_tasks(const BwdArgs<T>& a) {
   using A = at::opmath_type<T>;
   const Geometry& g = a.g;
   const Plan& plan = a.plan;
-  const int64_t K = plan.chunks, D = g.D, MD = g.M * g.D, SL = g.S * plan.len, LP = g.L * g.P;
+  const int64_t K = plan.chunks, D = g.D, MD = g.M * g.D, LP = g.L * g.P;
   const int64_t LPW = (LP + Simd<A>::W - 1) / Simd<A>::W * Simd<A>::W;  // padded
   // Scratch first (all that may throw), then tasks; a helper that woke late claims
   // nothing and never touches the tensors.
-  const PointTables<A> tb(g, LPW);
+  const Bordered bordered(g);
+  const Bordered* layout = plan.stage ? &bordered : nullptr;  // of the per-thread rows
+  const PointTables<A> tb(g, LPW, layout);
   QueryPoints<A> qp(LP, LPW), qp_next(LP, LPW);  // one query's points and the next's
   BwdScratch<A> sc(plan.len, LP);
+  const int64_t SL = (plan.stage ? bordered.rows : g.S) * plan.len;  // per-thread buffer
   A* staged = plan.stage ? thread_buffer<A>(0, SL) : nullptr;
-  A* local = plan.local ? thread_buffer<A>(1, SL) : nullptr;  // (S, len) grad rows
+  A* local = plan.local ? thread_buffer<A>(1, SL) : nullptr;  // grad rows, like staged
   int64_t staged_head = -1;
   for (int64_t t = a.queue->claim(); t < a.queue->n; t = a.queue->claim()) {
     const int64_t chunk = t % K, nm = t / K, m = nm % g.M, n = nm / g.M;
@@ -1068,22 +1111,17 @@ STKIT_INLINE void backward_tasks(const BwdArgs<T>& a) {
       std::fill_n(local, SL, A(0));
       if (plan.stage) {
         if (staged_head != nm)
-          stage_head<T, A>(a.value + head, MD, staged, g.S, D, plan.len);
+          stage_head<T, A>(a.value + head, MD, staged, g, bordered, plan.len);
         staged_head = nm;
         backward_head<T, A>(a, n, m, q0, q1, staged, local, tb, qp, qp_next, sc);
       } else {
         backward_head<T, T>(a, n, m, q0, q1, a.value + head, local, tb, qp, qp_next, sc);
       }
       // This task is the only writer of its (chunk, n, m) slice: plain stores.
-      const A* src = local;
-      if (a.direct) {
-        T* dst = a.grad_value + head;
-        for (int64_t s = 0; s < g.S; ++s)
-          for (int64_t d = 0; d < D; ++d) dst[s * MD + d] = static_cast<T>(src[s * plan.len + d]);
-      } else {
-        for (int64_t s = 0; s < g.S; ++s)
-          for (int64_t d = 0; d < D; ++d) ws[s * MD + d] = src[s * plan.len + d];
-      }
+      if (a.direct)
+        write_rows<T, A>(local, plan.len, layout, g, a.grad_value + head, MD);
+      else
+        write_rows<A, A>(local, plan.len, layout, g, ws, MD);
     } else {
       // Accumulate in place: into grad_value itself or this chunk's workspace slice,
       // zeroed here by its only writer (no fork-join fill before the tasks).

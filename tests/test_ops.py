@@ -183,9 +183,24 @@ def test_thread_count_does_not_change_results(compiled):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def expect_plan(value, loc, value_rows: str) -> None:
+    """The CPU kernel's plan for these inputs reads value rows as `value_rows` says."""
+    N, S, M, D = value.shape
+    plan = torch.ops.stkit_ext.cpu_plan(N, S, M, D, loc.shape[1], loc.shape[3], loc.shape[4],
+                                        value.dtype)
+    assert plan.startswith(f"value={value_rows},"), plan
+
+
+# Few queries read value rows in place; many read a staged copy of each head, whose maps
+# have a zero border (border points take no slow path there): both must agree here.
+ROW_PLANS = [(6, "gather"), (60, "stage")]
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_non_finite_locations_count_as_outside(compiled, dtype):
-    value, ss, lsi, loc, attn, grad = make_case([(5, 6), (2, 3)], 2, 6, 2, 4, 3, seed=7)
+@pytest.mark.parametrize("Lq,value_rows", ROW_PLANS, ids=[p for _, p in ROW_PLANS])
+def test_non_finite_locations_count_as_outside(compiled, dtype, Lq, value_rows):
+    value, ss, lsi, loc, attn, grad = make_case([(5, 6), (2, 3)], 2, Lq, 2, 4, 3, seed=7)
+    expect_plan(value.to(dtype), loc, value_rows)
     nan, inf = float("nan"), float("inf")
     odd = {(0, 0, 0, 0, 0): [nan, 0.5], (0, 1, 1, 1, 2): [0.3, nan], (1, 2, 0, 0, 1): [nan, nan],
            (1, 3, 1, 1, 0): [inf, 0.2], (1, 4, 0, 0, 2): [0.4, -inf],
@@ -208,10 +223,12 @@ def test_non_finite_locations_count_as_outside(compiled, dtype):
                                                           inputs[2]))
 
 
-def test_nan_attention_weight_propagates(compiled):
+@pytest.mark.parametrize("Lq,value_rows", ROW_PLANS, ids=[p for _, p in ROW_PLANS])
+def test_nan_attention_weight_propagates(compiled, Lq, value_rows):
     """A NaN weight poisons its (query, head) output even on a point outside the map,
     as weight * sample does in the reference."""
-    value, ss, lsi, loc, attn, _ = make_case([(4, 4)], 1, 2, 1, 3, 2, seed=15)
+    value, ss, lsi, loc, attn, _ = make_case([(4, 4)], 1, Lq, 1, 3, 2, seed=15)
+    expect_plan(value, loc, value_rows)
     loc[0, 0, 0, 0, 0] = torch.tensor([-4.0, -4.0])
     attn[0, 0, 0, 0, 0] = float("nan")
     got = ops.ms_deform_attn(value, ss, lsi, loc, attn)
