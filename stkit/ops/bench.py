@@ -2,7 +2,8 @@
 
 For each shape and dtype it times the grid_sample reference and the compiled kernel (if
 built for the device) in the same run: forward alone (under no_grad) and forward +
-backward, median over repeats after warm-up, and prints the speedup over the reference.
+backward, the backends timed in turns (``_measure``), each figure a median over repeats
+after warm-up (``_timeit``), and prints the speedup over the reference.
 In the same run it measures the machine's two limits, so that every figure says how far
 it is from them (the roofline):
     copy GB/s   a 64 MB tensor copy (bytes read + written per second), the memory limit
@@ -37,6 +38,7 @@ Shapes (M=8 heads, D=32 channels, P=4 points unless noted):
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import statistics
@@ -158,31 +160,48 @@ def work(shape: BenchShape, inputs) -> dict:
                 fwd_fma=4 * D * samples, fwd_bwd_fma=12 * D * samples)
 
 
+# Short calls are warmed up and timed for at least these many seconds: the first calls of
+# a shape fault in fresh memory for their outputs and gradients until the allocator keeps
+# the freed blocks (shape B forward + backward: about 4,200 page faults and 6 ms per call
+# at first, none and 2.1 ms later), and a median over a few calls of a millisecond or less
+# moves with every hiccup of the machine.
+WARM_S = 0.3
+TIMED_S = 0.1
+# The backends are timed in turns, this many rounds of each, and a backend's figure is
+# the median of its rounds: this machine's speed drifts by tens of percent within
+# minutes, and timing one backend after the other would put that drift into the ratio.
+ROUNDS = 5
+
+
 def _timeit(fn, device: torch.device, warmup: int, repeats: int,
-            budget_s: float = 20.0) -> float:
-    """Median wall time of fn() in ms. A call slower than budget_s / 4 needs no warm-up,
-    and repeats stop once they would pass budget_s (the reference is slow on big shapes).
-    Python's garbage collector is paused while timing, as ``timeit`` does: a collection
-    pass landing in one call would be charged to whichever backend runs then."""
+            budget_s: float = 20.0, warm_s: float = WARM_S) -> float:
+    """Median wall time of fn() in ms, in the steady state: at least `warmup` calls and
+    `warm_s` seconds of warm-up, then at least `repeats` timed calls and TIMED_S seconds.
+    A call slower than budget_s / 4 needs no warm-up, and repeats stop once they would
+    pass budget_s (the reference is slow on big shapes). Python's garbage collector is
+    paused while timing, as ``timeit`` does: a collection pass landing in one call would
+    be charged to whichever backend runs then."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _timed_median(fn, sync, warmup, repeats, budget_s)
+        return _timed_median(fn, sync, warmup, repeats, budget_s, warm_s)
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _timed_median(fn, sync, warmup: int, repeats: int, budget_s: float) -> float:
+def _timed_median(fn, sync, warmup: int, repeats: int, budget_s: float,
+                  warm_s: float) -> float:
     times: list[float] = []
-    while len(times) < max(repeats, 1):
+    warm_start = time.perf_counter()
+    while len(times) < max(repeats, 1) or sum(times) < TIMED_S * 1e3:
         t0 = time.perf_counter()
         fn()
         sync()
         dt = time.perf_counter() - t0
-        if warmup > 0 and dt < budget_s / 4:
+        if (warmup > 0 or t0 - warm_start < warm_s) and dt < budget_s / 4:
             warmup -= 1
             continue
         times.append(dt * 1e3)
@@ -208,7 +227,25 @@ def roofline(device: torch.device, dtype: torch.dtype) -> dict:
     return dict(copy_gbs=2 * numel * 4 / copy_ms / 1e6, gfmas=n ** 3 / mm_ms / 1e6)
 
 
-def _measure(fn, inputs, device, warmup, repeats) -> tuple[float, float]:
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of giving it back to the
+    system; True if it took. By default it gives back large blocks and trims its heap, so
+    that later calls fault the same memory in again, page by page, and whether a call does
+    depends on what the calls before it freed: shape B's reference forward measured 6.4
+    ms without faults and 12 ms with its 4,800 faults per call, from one run to the next.
+    With it both backends are timed without faults (after warm-up), as with the caching
+    allocators (jemalloc, tcmalloc) recommended for PyTorch on CPUs. It holds for the rest
+    of the process, so only the command line sets it."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
+def _calls(fn, inputs, device) -> dict:
+    """The two timed calls of one backend: forward (no_grad) and forward + backward."""
     value, ss, lsi, loc, attn = inputs
 
     def forward():
@@ -225,8 +262,25 @@ def _measure(fn, inputs, device, warmup, repeats) -> tuple[float, float]:
         for t in leaves:
             t.grad = None
 
-    return (_timeit(forward, device, warmup, repeats),
-            _timeit(forward_backward, device, warmup, repeats))
+    return {"fwd": forward, "fwd_bwd": forward_backward}
+
+
+def _measure(fns: dict, inputs, device, warmup, repeats) -> dict:
+    """{backend: (forward ms, forward + backward ms)}, the backends timed in turns: ROUNDS
+    rounds of each, a full warm-up in the first and one call after the others ran."""
+    calls = {name: _calls(fn, inputs, device) for name, fn in fns.items()}
+    per_round = max(1, -(-repeats // ROUNDS))
+    result: dict = {name: [] for name in fns}
+    for mode in ("fwd", "fwd_bwd"):
+        times: dict = {name: [] for name in fns}
+        for r in range(ROUNDS):
+            for name, c in calls.items():
+                times[name].append(_timeit(c[mode], device, warmup if r == 0 else 1, per_round,
+                                           budget_s=20.0 / ROUNDS,
+                                           warm_s=WARM_S if r == 0 else 0.0))
+        for name in fns:
+            result[name].append(statistics.median(times[name]))
+    return {name: tuple(v) for name, v in result.items()}
 
 
 def _row(name, dt_name, backend, dev, fwd, fb, ref, wk, lim) -> dict:
@@ -286,15 +340,13 @@ def run_ops_benchmark(shapes=("A", "B"), dtypes=("float32",), device: str = "cpu
             for dt_name in dtypes:
                 inputs = make_inputs(shape, getattr(torch, dt_name), dev)
                 wk = work(shape, inputs)
-                impls = [("reference", ops.ms_deform_attn_reference)]
+                impls = {"reference": ops.ms_deform_attn_reference}
                 if kernel.startswith("compiled"):
-                    impls.append((kernel, ops.ms_deform_attn))
-                ref = None
-                for backend_name, fn in impls:
-                    fwd, fb = _measure(fn, inputs, dev, warmup, repeats)
-                    ref = ref or (fwd, fb)
-                    rows.append(_row(name, dt_name, backend_name, dev, fwd, fb, ref, wk,
-                                     limits[dt_name]))
+                    impls[kernel] = ops.ms_deform_attn
+                timed = _measure(impls, inputs, dev, warmup, repeats)
+                for backend_name, (fwd, fb) in timed.items():
+                    rows.append(_row(name, dt_name, backend_name, dev, fwd, fb,
+                                     timed["reference"], wk, limits[dt_name]))
                     say(_line(rows[-1]))
             if not kernel.startswith("compiled"):
                 say(f"(no compiled kernel: {kernel})")
@@ -326,11 +378,14 @@ def main(argv: list[str] | None = None) -> int:
     bad = [d for d in dtypes if d not in ("float32", "float64", "float16", "bfloat16")]
     if bad:
         parser.error(f"unknown dtype(s) {bad}")
+    kept = keep_freed_memory()
+    print("allocator: " + ("freed memory kept for reuse (glibc mallopt, see keep_freed_memory)"
+                           if kept else "default (freed memory may fault in again)"))
     rows = run_ops_benchmark(shapes, dtypes, args.device, args.threads, args.repeats,
                              args.warmup)
     if args.json:
         meta = dict(torch=torch.__version__, device=args.device, backend=ops.backend(),
-                    threads=args.threads or torch.get_num_threads())
+                    threads=args.threads or torch.get_num_threads(), freed_memory_kept=kept)
         with open(args.json, "w") as f:
             json.dump(dict(meta=meta, results=rows), f, indent=2)
         print(f"\nwrote {args.json}")
