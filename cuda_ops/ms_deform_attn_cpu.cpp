@@ -277,8 +277,9 @@ STKIT_INLINE void prefetch_bytes(const void* p, int64_t bytes) {
 constexpr int64_t kRowAhead = 8;
 
 // Zero S rows of D elements, `stride` apart, with vector stores in line: a memset call
-// per row (what std::fill_n, or a plain loop, becomes) took an eighth of shape B's
-// backward.
+// per row (what std::fill_n, a plain loop, or a loop of vector stores becomes) took an
+// eighth of shape B's backward. The empty asm after each store keeps GCC from
+// recognising the loop as a memset.
 template <typename A>
 STKIT_INLINE void zero_rows(A* __restrict p, int64_t S, int64_t D, int64_t stride) {
   using V = typename Simd<A>::V;
@@ -287,9 +288,30 @@ STKIT_INLINE void zero_rows(A* __restrict p, int64_t S, int64_t D, int64_t strid
   for (int64_t s = 0; s < S; ++s) {
     A* r = p + s * stride;
     int64_t d = 0;
-    for (; d + W <= D; d += W) store<A>(r + d, z);
-    for (; d < D; ++d) r[d] = A(0);
-    asm volatile("" ::: "memory");  // keep the compiler from turning this into memset calls
+    for (; d + W <= D; d += W) {
+      store<A>(r + d, z);
+      asm volatile("" ::: "memory");
+    }
+    for (; d < D; ++d) {
+      r[d] = A(0);
+      asm volatile("" ::: "memory");
+    }
+  }
+}
+
+// dst[0 .. len) = src[0 .. D) as A, then zeros, with vector loads and stores in line (a
+// plain loop became a memmove and a memset call per row: 4 % of shape A's forward).
+template <typename T, typename A>
+STKIT_INLINE void copy_row(const T* __restrict src, A* __restrict dst, int64_t D, int64_t len) {
+  constexpr int W = Simd<A>::W;
+  int64_t d = 0;
+  for (; d + W <= D; d += W) {
+    store<A>(dst + d, load<T, A>(src + d));
+    asm volatile("" ::: "memory");
+  }
+  for (; d < len; ++d) {
+    dst[d] = d < D ? static_cast<A>(src[d]) : A(0);
+    asm volatile("" ::: "memory");
   }
 }
 
@@ -327,8 +349,7 @@ STKIT_INLINE void stage_head(const T* __restrict src, int64_t stride, A* __restr
       A* r = dst + (b.origin(g, l) + y * Wb) * len;
       for (int64_t x = 0; x < Wd; ++x) {
         if (x + kRowAhead < Wd) prefetch_bytes<0>(s + (x + kRowAhead) * stride, D * sizeof(T));
-        for (int64_t d = 0; d < D; ++d) r[x * len + d] = static_cast<A>(s[x * stride + d]);
-        for (int64_t d = D; d < len; ++d) r[x * len + d] = A(0);
+        copy_row<T, A>(s + x * stride, r + x * len, D, len);
       }
       if (y + 1 < H) zero_rows<A>(r + Wd * len, 2, len, len);  // right cell, next left cell
     }
@@ -1006,10 +1027,12 @@ STKIT_INLINE void backward_queries(const BwdArgs<T>& a, int64_t n, int64_t m, in
     }
     for (int64_t d = 0; d < D; ++d) sc.gr[d] = static_cast<A>(go[d]);  // padding stays 0
     const QueryPoints<A>& qp = *cur;
-    // Slots of slow points may be left unwritten by phase 2: clear them (and all tails).
+    // Slots of slow points may be left unwritten by phase 2: clear them (and all tails),
+    // with vector stores (std::fill_n of one vector became a memset call: a tenth of
+    // shape B's backward).
     for (int64_t e = 0; e < qp.n_slow; ++e)
       for (int k = 0; k < 4; ++k)
-        std::fill_n(sc.U.data() + (k * LP + qp.slow[e]) * W, W, A(0));
+        store<A>(sc.U.data() + (k * LP + qp.slow[e]) * W, typename Simd<A>::V{});
     if (NV == 0) std::fill(sc.tails.begin(), sc.tails.end(), A(0));
     if (NV > 0 && plan.stage)
       dot_scatter<NV, NV * W, VT, A>(vhead, plan.vrs, ghead, plan.grs, len, tb, qp,
