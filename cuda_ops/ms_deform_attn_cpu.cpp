@@ -9,8 +9,9 @@
 //
 // Per (query, head), three phases:
 //   1. resolve the L*P points, W points at a time with SIMD vectors: pixel position,
-//      top-left row, bilinear weights. "Fast" points have all 4 corners inside the map;
-//      the rest (borders, outside, NaN) go through scalar code into a corner list.
+//      top-left row, bilinear weights and which corners are inside the map. "Fast"
+//      points have all 4 corners inside; the valid corners of the rest (borders) go into
+//      a corner list, without branches, and points outside the map (or NaN) read nothing.
 //   2. forward: accumulate weight * row over the corners, D channels as SIMD vectors.
 //      backward: per corner, a dot product <grad_out, row> (kept as lane partials) and
 //      the scatter grad_row += weight * grad_out.
@@ -24,16 +25,18 @@
 // Strategy (make_plan, from the shape alone): a head's rows sit M*D elements apart, so
 // one head maps to 1/M of the cache sets and thrashes L2. When rows are reused enough
 // (encoder-like calls: many queries), the head is first copied into a contiguous
-// per-thread buffer, in float for half types, with rows padded to whole vectors, and the
-// backward accumulates its grad_value in a second such buffer. With few queries
+// per-thread buffer, in float for half types, with rows padded to whole vectors and a
+// border of zero rows around each level's map (so that every point with a corner inside
+// is fast there), and the backward accumulates its grad_value in a second such buffer.
+// With few queries
 // (decoder-like calls) rows are gathered in place, with the corner rows of upcoming
 // points prefetched (each query is resolved one query early, so the prefetches run on
 // across query boundaries); from a value tensor bigger than the last-level cache, the
 // forward first sorts a block of points by row and reads the rows in that order
-// ("sweep"). The per-query inputs and outputs of one head (locations, weights, grad_out, the output row) are
-// small blocks M times their size apart, a stride the hardware prefetcher follows
-// poorly, so they too are prefetched a few queries ahead, as are the rows of a head
-// being staged.
+// ("sweep"). The per-query inputs and outputs of one head (locations, weights, grad_out,
+// the output row) are small blocks M times their size apart, a stride the hardware
+// prefetcher follows poorly, so they too are prefetched a few queries ahead, as are the
+// rows of a head being staged.
 //
 // Semantics follow stkit.ops.reference: pixel = loc * size - 0.5, corners outside the map
 // count as zero, and a point counts only when -1 <= pixel < size in both coordinates, a

@@ -79,3 +79,13 @@ def test_command_line_times_reference_and_kernel(tmp_path):
     assert data["meta"]["freed_memory_kept"] is (sys.platform == "linux")
     for r in data["results"]:
         assert r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0 and 0 < r["fwd_pct_bw"]
+
+
+def test_kit_bench_entry_point_passes_options_on():
+    proc = subprocess.run([sys.executable, "-m", "stkit.bench", "ops", "--help"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "--shapes" in proc.stdout and "stnet-dec-paper" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "stkit.bench", "nothing"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "ops|stnet" in proc.stderr
