@@ -184,6 +184,24 @@ struct Geometry {
   int64_t N = 0, S = 0, M = 0, D = 0, Lq = 0, L = 0, P = 0;
 };
 
+// A staged head's layout: each level's H x W map inside a border of zero rows,
+// (H + 2) x (W + 2), the levels one after another. A point with some corner inside the
+// map then has all 4 corners inside the bordered map (a missing corner reads a zero row
+// and takes a gradient nobody reads), so a staged head has no slow corners: only points
+// entirely outside the map (or non-finite) are slow, and they read nothing.
+struct Bordered {
+  std::vector<int64_t> start;  // (L,) first row of each level's bordered map
+  int64_t rows = 0;            // rows of all levels
+  explicit Bordered(const Geometry& g) : start(g.L) {
+    for (int64_t l = 0; l < g.L; ++l) {
+      start[l] = rows;
+      rows += (g.hw[2 * l] + 2) * (g.hw[2 * l + 1] + 2);
+    }
+  }
+  // Row of the map's pixel (0, 0) of level l.
+  int64_t origin(const Geometry& g, int64_t l) const { return start[l] + g.hw[2 * l + 1] + 3; }
+};
+
 // ------------------------------------------------------------------------ work plan
 
 // How one call runs, chosen from the shape alone (make_plan) and shared by its tasks.
@@ -317,24 +335,6 @@ STKIT_INLINE void copy_row(const T* __restrict src, A* __restrict dst, int64_t D
     asm volatile("" ::: "memory");
   }
 }
-
-// A staged head's layout: each level's H x W map inside a border of zero rows,
-// (H + 2) x (W + 2), the levels one after another. A point with some corner inside the
-// map then has all 4 corners inside the bordered map (a missing corner reads a zero row
-// and takes a gradient nobody reads), so a staged head has no slow corners: only points
-// entirely outside the map (or non-finite) are slow, and they read nothing.
-struct Bordered {
-  std::vector<int64_t> start;  // (L,) first row of each level's bordered map
-  int64_t rows = 0;            // rows of all levels
-  explicit Bordered(const Geometry& g) : start(g.L) {
-    for (int64_t l = 0; l < g.L; ++l) {
-      start[l] = rows;
-      rows += (g.hw[2 * l] + 2) * (g.hw[2 * l + 1] + 2);
-    }
-  }
-  // Row of the map's pixel (0, 0) of level l.
-  int64_t origin(const Geometry& g, int64_t l) const { return start[l] + g.hw[2 * l + 1] + 3; }
-};
 
 // Copy value[n, :, m, :] (rows `stride` apart) into dst in the bordered layout (rows
 // len apart) as the accumulation type, zero-filling the border and the padding lanes.
@@ -1255,7 +1255,8 @@ Geometry check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
                 "] = ", g.start[l], " but the levels before it hold ", expected_start, " rows");
     expected_start += H * W;
   }
-  TORCH_CHECK(g.S < std::numeric_limits<int32_t>::max(),
+  // Rows are indexed in int32, a staged head's (with the border of Bordered) too.
+  TORCH_CHECK(Bordered(g).rows < std::numeric_limits<int32_t>::max(),
               "ms_deform_attn: S=", g.S, " rows is more than the kernel indexes");
   TORCH_CHECK(expected_start == g.S, "ms_deform_attn: value has S=", g.S,
               " rows but spatial_shapes sum to ", expected_start);
