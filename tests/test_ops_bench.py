@@ -13,21 +13,21 @@ import time
 
 import torch
 
-from stkit.ops import bench
+from stkit.ops import bench, timing
 
 
 def test_warm_up_outlasts_a_slow_start(monkeypatch):
     """Calls that start slow (fresh memory faulting in) stay out of the median: the warm-up
     lasts WARM_S seconds, not only `warmup` calls."""
-    monkeypatch.setattr(bench, "WARM_S", 0.2)
-    monkeypatch.setattr(bench, "TIMED_S", 0.02)
+    monkeypatch.setattr(timing, "WARM_S", 0.2)
+    monkeypatch.setattr(timing, "TIMED_S", 0.02)
     calls = []
 
     def fn():  # 12 slow calls (0.12 s) first, fast ones after
         calls.append(None)
         time.sleep(0.01 if len(calls) <= 12 else 0.001)
 
-    ms = bench._timeit(fn, torch.device("cpu"), warmup=2, repeats=7)
+    ms = timing.timeit(fn, torch.device("cpu"), warmup=2, repeats=7)
     assert ms < 5, ms
     assert len(calls) > 12 + 7
 
@@ -39,14 +39,14 @@ def test_slow_calls_skip_warm_up_and_stop_at_the_budget():
         calls.append(None)
         time.sleep(0.05)
 
-    ms = bench._timeit(fn, torch.device("cpu"), warmup=2, repeats=50, budget_s=0.12)
+    ms = timing.timeit(fn, torch.device("cpu"), warmup=2, repeats=50, budget_s=0.12)
     assert 45 < ms < 200
     assert len(calls) <= 3  # no warm-up (slower than budget / 4), then stopped by budget
 
 
 def test_backends_are_timed_in_turns(monkeypatch):
-    monkeypatch.setattr(bench, "WARM_S", 0.0)
-    monkeypatch.setattr(bench, "TIMED_S", 0.0)
+    monkeypatch.setattr(timing, "WARM_S", 0.0)
+    monkeypatch.setattr(timing, "TIMED_S", 0.0)
     order = []
 
     def backend(name):
@@ -58,10 +58,10 @@ def test_backends_are_timed_in_turns(monkeypatch):
 
     inputs = bench.make_inputs(bench.SHAPES["T"], torch.float32)
     timed = bench._measure({"a": backend("a"), "b": backend("b")}, inputs,
-                           torch.device("cpu"), warmup=0, repeats=bench.ROUNDS)
+                           torch.device("cpu"), warmup=0, repeats=timing.ROUNDS)
     assert set(timed) == {"a", "b"} and all(len(v) == 2 and min(v) > 0 for v in timed.values())
     switches = sum(x != y for x, y in zip(order, order[1:]))
-    assert switches >= 2 * (2 * bench.ROUNDS - 1) - 1, order  # a, b, a, b, ... per mode
+    assert switches >= 2 * (2 * timing.ROUNDS - 1) - 1, order  # a, b, a, b, ... per mode
 
 
 def test_command_line_times_reference_and_kernel(tmp_path):

@@ -3,7 +3,7 @@
 For each shape and dtype it times the grid_sample reference and the compiled kernel (if
 built for the device) in the same run: forward alone (under no_grad) and forward +
 backward, the backends timed in turns (``_measure``), each figure a median over repeats
-after warm-up (``_timeit``), and prints the speedup over the reference.
+after warm-up (``stkit.ops.timing``), and prints the speedup over the reference.
 In the same run it measures the machine's two limits, so that every figure says how far
 it is from them (the roofline):
     copy GB/s   a 64 MB tensor copy (bytes read + written per second), the memory limit
@@ -38,17 +38,15 @@ Shapes (M=8 heads, D=32 channels, P=4 points unless noted):
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 
 import torch
 
 import stkit.ops as ops
+from stkit.ops.timing import BUDGET_S, ROUNDS, keep_freed_memory, timeit
 
 __all__ = ["SHAPES", "BenchShape", "make_inputs", "work", "roofline", "run_ops_benchmark",
            "main"]
@@ -160,56 +158,6 @@ def work(shape: BenchShape, inputs) -> dict:
                 fwd_fma=4 * D * samples, fwd_bwd_fma=12 * D * samples)
 
 
-# Short calls are warmed up and timed for at least these many seconds: the first calls of
-# a shape fault in fresh memory for their outputs and gradients until the allocator keeps
-# the freed blocks (shape B forward + backward: about 4,200 page faults and 6 ms per call
-# at first, none and 2.1 ms later), and a median over a few calls of a millisecond or less
-# moves with every hiccup of the machine.
-WARM_S = 0.3
-TIMED_S = 0.1
-# The backends are timed in turns, this many rounds of each, and a backend's figure is
-# the median of its rounds: this machine's speed drifts by tens of percent within
-# minutes, and timing one backend after the other would put that drift into the ratio.
-ROUNDS = 5
-
-
-def _timeit(fn, device: torch.device, warmup: int, repeats: int,
-            budget_s: float = 20.0, warm_s: float = WARM_S) -> float:
-    """Median wall time of fn() in ms, in the steady state: at least `warmup` calls and
-    `warm_s` seconds of warm-up, then at least `repeats` timed calls and TIMED_S seconds.
-    A call slower than budget_s / 4 needs no warm-up, and repeats stop once they would
-    pass budget_s (the reference is slow on big shapes). Python's garbage collector is
-    paused while timing, as ``timeit`` does: a collection pass landing in one call would
-    be charged to whichever backend runs then."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    gc.collect()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _timed_median(fn, sync, warmup, repeats, budget_s, warm_s)
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _timed_median(fn, sync, warmup: int, repeats: int, budget_s: float,
-                  warm_s: float) -> float:
-    times: list[float] = []
-    warm_start = time.perf_counter()
-    while len(times) < max(repeats, 1) or sum(times) < TIMED_S * 1e3:
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        dt = time.perf_counter() - t0
-        if (warmup > 0 or t0 - warm_start < warm_s) and dt < budget_s / 4:
-            warmup -= 1
-            continue
-        times.append(dt * 1e3)
-        if (sum(times) / 1e3 + dt) > budget_s:
-            break
-    return statistics.median(times)
-
-
 def roofline(device: torch.device, dtype: torch.dtype) -> dict:
     """Measured copy bandwidth (GB/s, read + write) and matmul multiply-adds (GFMA/s).
 
@@ -220,28 +168,11 @@ def roofline(device: torch.device, dtype: torch.dtype) -> dict:
     numel, n = (64 << 20, 4096) if gpu else (16 << 20, 1024)
     src = torch.randn(numel, device=device)
     dst = torch.empty_like(src)
-    copy_ms = _timeit(lambda: dst.copy_(src), device, 2, 7)
+    copy_ms = timeit(lambda: dst.copy_(src), device, 2, 7)
     a = torch.randn(n, n, device=device).to(dtype)
-    mm_ms = _timeit(lambda: a @ a, device, 1, 5)
+    mm_ms = timeit(lambda: a @ a, device, 1, 5)
     del src, dst
     return dict(copy_gbs=2 * numel * 4 / copy_ms / 1e6, gfmas=n ** 3 / mm_ms / 1e6)
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed memory for reuse instead of giving it back to the
-    system; True if it took. By default it gives back large blocks and trims its heap, so
-    that later calls fault the same memory in again, page by page, and whether a call does
-    depends on what the calls before it freed: shape B's reference forward measured 6.4
-    ms without faults and 12 ms with its 4,800 faults per call, from one run to the next.
-    With it both backends are timed without faults (after warm-up), as with the caching
-    allocators (jemalloc, tcmalloc) recommended for PyTorch on CPUs. It holds for the rest
-    of the process, so only the command line sets it."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
 def _calls(fn, inputs, device) -> dict:
@@ -275,9 +206,9 @@ def _measure(fns: dict, inputs, device, warmup, repeats) -> dict:
         times: dict = {name: [] for name in fns}
         for r in range(ROUNDS):
             for name, c in calls.items():
-                times[name].append(_timeit(c[mode], device, warmup if r == 0 else 1, per_round,
-                                           budget_s=20.0 / ROUNDS,
-                                           warm_s=WARM_S if r == 0 else 0.0))
+                times[name].append(timeit(c[mode], device, warmup if r == 0 else 1, per_round,
+                                          budget_s=BUDGET_S / ROUNDS,
+                                          warm_s=None if r == 0 else 0.0))
         for name in fns:
             result[name].append(statistics.median(times[name]))
     return {name: tuple(v) for name, v in result.items()}
