@@ -198,8 +198,11 @@ struct Bordered {
       rows += (g.hw[2 * l] + 2) * (g.hw[2 * l + 1] + 2);
     }
   }
-  // Row of the map's pixel (0, 0) of level l.
-  int64_t origin(const Geometry& g, int64_t l) const { return start[l] + g.hw[2 * l + 1] + 3; }
+  // Row stride of level l's bordered map, and the row of its pixel (y, 0).
+  static int64_t width(const Geometry& g, int64_t l) { return g.hw[2 * l + 1] + 2; }
+  int64_t pixel(const Geometry& g, int64_t l, int64_t y) const {
+    return start[l] + (y + 1) * width(g, l) + 1;
+  }
 };
 
 // ------------------------------------------------------------------------ work plan
@@ -343,13 +346,13 @@ STKIT_INLINE void stage_head(const T* __restrict src, int64_t stride, A* __restr
                              const Geometry& g, const Bordered& b, int64_t len) {
   const int64_t D = g.D;
   for (int64_t l = 0; l < g.L; ++l) {
-    const int64_t H = g.hw[2 * l], Wd = g.hw[2 * l + 1], Wb = Wd + 2;
+    const int64_t H = g.hw[2 * l], Wd = g.hw[2 * l + 1], Wb = Bordered::width(g, l);
     A* top = dst + b.start[l] * len;
     zero_rows<A>(top, Wb + 1, len, len);                     // top border, first left cell
     zero_rows<A>(top + ((H + 1) * Wb - 1) * len, Wb + 1, len, len);  // last right cell, bottom
     for (int64_t y = 0; y < H; ++y) {
       const T* s = src + (g.start[l] + y * Wd) * stride;
-      A* r = dst + (b.origin(g, l) + y * Wb) * len;
+      A* r = dst + b.pixel(g, l, y) * len;
       for (int64_t x = 0; x < Wd; ++x) {
         if (x + kRowAhead < Wd) prefetch_bytes<0>(s + (x + kRowAhead) * stride, D * sizeof(T));
         copy_row<T, A>(s + x * stride, r + x * len, D, len);
@@ -401,8 +404,8 @@ struct PointTables {
         const int64_t j = l * g.P + p, Wd = g.hw[2 * l + 1];
         Wf[j] = static_cast<A>(Wd);
         Hf[j] = static_cast<A>(g.hw[2 * l]);
-        Wi[j] = static_cast<int32_t>(b ? Wd + 2 : Wd);
-        start[j] = static_cast<int32_t>(b ? b->origin(g, l) : g.start[l]);
+        Wi[j] = static_cast<int32_t>(b ? Bordered::width(g, l) : Wd);
+        start[j] = static_cast<int32_t>(b ? b->pixel(g, l, 0) : g.start[l]);
       }
   }
 };
@@ -425,9 +428,9 @@ struct QueryPoints {
   bool nan_out = false;                 // forward: some point makes the output NaN
   std::vector<A> x, y;                  // staging of loc for non-float inputs
   QueryPoints(int64_t LP, int64_t padded)
-      : fast(padded), row(padded), code(padded), fx(padded), fy(padded), w(padded), c0(padded), c1(padded),
-        c2(padded), c3(padded), slow(LP), slow_inside(LP), srow(4 * LP), cw(4 * LP),
-        slot(4 * LP), x(padded), y(padded) {}
+      : fast(padded), row(padded), code(padded), fx(padded), fy(padded), w(padded),
+        c0(padded), c1(padded), c2(padded), c3(padded), slow(LP), slow_inside(LP),
+        srow(4 * LP), cw(4 * LP), slot(4 * LP), x(padded), y(padded) {}
 };
 
 // Points (i0 .. i0 + LP) of one (query, head) -> QueryPoints. One loop works on W points
@@ -1102,7 +1105,7 @@ STKIT_INLINE void write_rows(const A* __restrict src, int64_t len, const Bordere
   for (int64_t l = 0; l < g.L; ++l) {
     const int64_t H = g.hw[2 * l], Wd = g.hw[2 * l + 1];
     for (int64_t y = 0; y < H; ++y) {
-      const A* r = src + (b ? b->origin(g, l) + y * (Wd + 2) : g.start[l] + y * Wd) * len;
+      const A* r = src + (b ? b->pixel(g, l, y) : g.start[l] + y * Wd) * len;
       OT* o = dst + (g.start[l] + y * Wd) * stride;
       for (int64_t x = 0; x < Wd; ++x)
         for (int64_t d = 0; d < g.D; ++d) o[x * stride + d] = static_cast<OT>(r[x * len + d]);
