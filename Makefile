@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 ops: $(STAMP)
-	$(PY) -m stkit.ops build
+	$(PY) -m stkit ops build
 
 clean-reports:
 	rm -rf reports

@@ -1,12 +1,17 @@
-"""Command line of the kit: ``python -m stkit {report,run,stern,stnet} ...``.
+r"""The kit's one command line: ``python -m stkit {report,run,screenshots,stern,stnet,ops,bench} ...``.
 
     python -m stkit report --size quick --out reports      # all notebooks -> reports/index.html
     python -m stkit run notebooks/03_stern_two_stage_training.ipynb -p RUN_SIZE smoke
-    python -m stkit stern train --labels data/cxr_quick/labels.csv --out runs/stern --size quick
+    python -m stkit stern train --labels data/cxr_quick_seed0/labels.csv --out runs/stern --size quick
+    python -m stkit stern seeds --labels data/cxr_quick_seed0/labels.csv --out runs/seeds --seeds 0 1 2
     python -m stkit stnet train --data data/buv_quick_seed0 --out runs/stnet --size quick
     python -m stkit stnet eval --data data/buv_quick_seed0 --out runs/stnet --size quick
+    python -m stkit ops build                               # compile the deformable-attention op now
+    python -m stkit bench ops --shapes A,B --threads 2      # the op against its reference
+    python -m stkit bench stnet --size quick                # an STNet training step, both ops
+    python -m stkit screenshots reports                     # PNGs of a report (headless Chromium)
     torchrun --nproc_per_node 8 -m stkit stern train --labels L.csv --out runs/stern \
-        --config stkit/configs/stern_chexpert.yaml --device cuda --precision bf16
+        --config stkit/recipes/stern_paper.yaml --device cuda --precision bf16
 
 Data commands (synthetic sets, converters of the real datasets) belong to the data layer:
 ``python -m data_prep --help``.
@@ -19,6 +24,20 @@ import ast
 import json
 import sys
 from pathlib import Path
+
+import torch
+
+from .engine import distributed
+from .engine.recipe import SIZES, RecipeError
+from .ops import bench as ops_bench
+from .ops import build, dispatch
+from .report.runner import NOTEBOOK_DIR, NotebookError, run_all, run_notebook
+from .report.screenshots import screenshot_report
+from .stern import config as stern_config
+from .stern import experiment as stern
+from .stnet import bench as stnet_bench
+from .stnet import config as stnet_config
+from .stnet import experiment as stnet
 
 
 def _param_value(text: str):
@@ -33,64 +52,92 @@ def _params(pairs) -> dict:
     return {name: _param_value(value) for name, value in pairs or []}
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m stkit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True)
-
+def _add_notebook_commands(sub) -> None:
     rep = sub.add_parser("report", help="run the numbered notebooks and write an HTML report")
-    rep.add_argument("--size", default="quick", choices=("smoke", "quick", "paper"))
+    rep.add_argument("--size", default="quick", choices=SIZES)
     rep.add_argument("--out", default="reports", help="report folder (executed notebooks, index.html, metrics.json)")
     rep.add_argument("--only", nargs="*", help="notebook file names to run (default: all numbered notebooks)")
     rep.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="notebook parameter")
     rep.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
-
     run = sub.add_parser("run", help="run one notebook with papermill")
     run.add_argument("notebook")
     run.add_argument("--out", help="executed copy (default: reports/<name>.ipynb)")
     run.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), help="notebook parameter")
+    shots = sub.add_parser("screenshots", help="full-page PNGs of a report's pages (headless Chromium, network off)")
+    shots.add_argument("report", help="report folder holding index.html and the notebook pages")
+    shots.add_argument("--out", help="folder for the PNGs (default: REPORT/screenshots)")
+    shots.add_argument("--height", type=int, default=4000, help="page height in pixels (long notebooks need more)")
 
-    stern = sub.add_parser("stern", help="train and test STERN (two stages) and its baselines")
-    stern.add_argument("action", choices=("train",))
-    stern.add_argument("--labels", required=True, help="kit-format label CSV")
-    stern.add_argument("--out", required=True, help="run folder (checkpoints, results.json); an existing run resumes")
-    stern.add_argument("--size", choices=("smoke", "quick", "paper"), help="run size (default quick; paper = stkit/configs/stern_chexpert.yaml)")
-    stern.add_argument("--config", help="a recipe file (YAML, see stkit/configs) instead of a run size")
-    stern.add_argument("--precision", choices=("fp32", "bf16"), help="every stage's precision (default: the recipe's; bf16 = autocast on GPUs)")
-    stern.add_argument("--variants", nargs="+", default=["bounded", "baseline"], choices=("bounded", "faithful", "baseline", "oracle"))
-    stern.add_argument("--seed", type=int, default=0)
-    stern.add_argument("--device", default="cpu", help="cpu, cuda (this process's GPU under torchrun) or auto")
-    stnet = sub.add_parser("stnet", help="train or evaluate STNet and its single-frame baseline on BUV-format videos")
-    stnet.add_argument("action", choices=("train", "eval"))
-    stnet.add_argument("--data", required=True, help="BUV-format folder (rawframes/ and the split JSONs)")
-    stnet.add_argument("--out", required=True, help="run folder (<variant>/ checkpoints, results.json); an existing run resumes")
-    stnet.add_argument("--size", choices=("smoke", "quick", "paper"), help="run size (default quick; paper = stkit/configs/stnet_buv.yaml)")
-    stnet.add_argument("--config", help="an STNet recipe file (YAML, see stkit/configs) instead of a run size")
-    stnet.add_argument("--precision", choices=("fp32", "bf16"), help="training precision (bf16 = autocast on GPUs)")
-    stnet.add_argument("--variants", nargs="+", default=["stnet", "baseline"], choices=("stnet", "baseline", "faithful"))
-    stnet.add_argument("--batch-size", type=int, help="GLOBAL clips per step, shared by torchrun's processes (default: the recipe's)")
-    stnet.add_argument("--seed", type=int, default=0)
-    stnet.add_argument("--device", default="cpu", help="cpu, cuda (this process's GPU under torchrun) or auto")
+
+def _add_run_options(p, kind: str, variants: tuple, default_variants: list) -> None:
+    """The options both papers' training commands share."""
+    p.add_argument("--out", required=True, help="run folder (<variant>/ checkpoints, results.json); an existing run resumes")
+    p.add_argument("--size", choices=SIZES, help=f"run size (default quick: stkit/recipes/{kind}_<size>.yaml)")
+    p.add_argument("--config", help=f"a {kind} recipe file (YAML, see stkit/recipes) instead of a run size")
+    p.add_argument("--precision", choices=("fp32", "bf16"), help="every stage's precision (default: the recipe's; bf16 = autocast on GPUs)")
+    p.add_argument("--batch-size", type=int, help="GLOBAL batch per step, shared by torchrun's processes (default: the recipe's)")
+    p.add_argument("--variants", nargs="+", default=default_variants, choices=variants)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda (this process's GPU under torchrun) or auto")
+
+
+def _add_paper_commands(sub) -> None:
+    st = sub.add_parser("stern", help="train and test STERN (two stages) and its baselines")
+    st.add_argument("action", choices=("train", "seeds"), help="train: the variants once; seeds: STERN, baseline "
+                    "and oracle crop once per training seed, as a table")
+    st.add_argument("--labels", required=True, help="kit-format label CSV")
+    _add_run_options(st, "stern", stern_config.VARIANTS, ["bounded", "baseline"])
+    st.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds: the training seeds")
+    sn = sub.add_parser("stnet", help="train or evaluate STNet and its single-frame baseline on BUV-format videos")
+    sn.add_argument("action", choices=("train", "eval"))
+    sn.add_argument("--data", required=True, help="BUV-format folder (rawframes/ and the split JSONs)")
+    _add_run_options(sn, "stnet", stnet_config.VARIANTS, ["stnet", "baseline"])
+
+
+def _add_tool_commands(sub) -> None:
+    ops = sub.add_parser("ops", help="the compiled deformable-attention op: build it now, or say what a build would do")
+    ops.add_argument("action", choices=("build", "info"))
+    ops.add_argument("-v", "--verbose", action="store_true", help="show compiler commands")
+    bench = sub.add_parser("bench", help="timing scripts: the op against its reference, an STNet training step")
+    what = bench.add_subparsers(dest="what", required=True)
+    ops_bench.add_arguments(what.add_parser("ops", help="the op against its reference, with a roofline"), _op_shapes())
+    sb = what.add_parser("stnet", help="one STNet training step (compiled op vs reference) and both inference modes")
+    sb.add_argument("--size", default="quick", choices=SIZES)
+    sb.add_argument("--steps", type=int, default=3)
+    sb.add_argument("--height", type=int, default=128)
+    sb.add_argument("--width", type=int, default=160)
+    sb.add_argument("--device", default="cpu")
+    sb.add_argument("--amp", choices=["bf16"], default=None)
+    sb.add_argument("--baseline", action="store_true")
+    sb.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+
+
+def _op_shapes() -> dict:
+    """The op benchmark's generic shapes and the calls of the STNet recipes."""
+    return {**ops_bench.SHAPES, **stnet_bench.op_shapes()}
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m stkit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    _add_notebook_commands(sub)
+    _add_paper_commands(sub)
+    _add_tool_commands(sub)
     return ap
 
 
-def _stnet(args) -> None:
-    """``stnet train`` (one process or each of torchrun's; DDP) and ``stnet eval`` (one process)."""
-    from . import distributed
-    from .stnet.experiment import evaluate_run, run_stnet
-
+def _recipe_arg(args):
     if args.config and args.size:
         raise ValueError("give either --size or --config, not both")
-    size = args.config or args.size or "quick"
-    overrides = {"batch_size": args.batch_size} if args.batch_size else {}
-    if args.action == "eval":
-        results = evaluate_run(args.data, args.out, size, tuple(args.variants), distributed.setup(args.device).device,
-                               **overrides)
-        print(json.dumps(results, indent=1, default=float))
-        return
+    return args.config or args.size or "quick"
+
+
+def _train(args, experiment, data: str) -> None:
+    """``<paper> train`` in one process, or in each of torchrun's processes (DDP; gloo on CPU, nccl on GPUs)."""
     world = distributed.setup(args.device)
     try:
-        results = run_stnet(args.data, args.out, size, tuple(args.variants), args.seed, world.device,
-                            progress=world.main, world=world, precision=args.precision, **overrides)
+        results = experiment.run(data, args.out, _recipe_arg(args), tuple(args.variants), args.seed, world.device,
+                                 progress=world.main, world=world, precision=args.precision, batch_size=args.batch_size)
         if world.main:
             print(json.dumps({v: {k: x for k, x in m.items() if k != "history"} for v, m in results.items()},
                              indent=1, default=float))
@@ -98,47 +145,81 @@ def _stnet(args) -> None:
         distributed.teardown()
 
 
-def _stern_train(args) -> None:
-    """``stern train`` in one process, or in each of torchrun's processes (DDP; gloo on CPU, nccl on GPUs)."""
-    from . import distributed
-    from .configs import recipe_path
-    from .experiment import run_stern
+def _stern(args) -> None:
+    if args.action == "train":
+        _train(args, stern, args.labels)
+        return
+    rows = stern.seeds_table(args.labels, args.out, _recipe_arg(args), args.seeds, args.device)
+    print(stern.seeds_summary(rows))
 
-    if args.config and args.size:
-        raise ValueError("give either --size or --config, not both")
-    size = str(recipe_path(args.config)) if args.config else args.size or "quick"
-    world = distributed.setup(args.device)
+
+def _stnet(args) -> None:
+    if args.action == "train":
+        _train(args, stnet, args.data)
+        return
+    results = stnet.evaluate_run(args.data, args.out, _recipe_arg(args), tuple(args.variants),
+                                 distributed.setup(args.device).device)
+    print(json.dumps(results, indent=1, default=float))
+
+
+def _ops(args) -> int:
+    """``ops info``: what a build would include; ``ops build``: build now (non-zero exit if it fails)."""
+    if args.action == "info":
+        plan = build.plan()
+        print(f"torch {torch.__version__} (CUDA {torch.version.cuda})")
+        print(f"sources:  {', '.join(p.name for p in plan.sources)}")
+        print(f"CUDA:     {'yes' if plan.with_cuda else 'no'} ({plan.cuda_reason})")
+        print(f"cache:    {plan.directory}")
+        return 0
+    if dispatch.mode() == "reference":
+        print(f"{dispatch.ENV_VAR}=reference is set: nothing to build")
+        return 0
     try:
-        results = run_stern(args.labels, args.out, size, tuple(args.variants), args.seed, world.device,
-                            progress=world.main, world=world, precision=args.precision)
-        if world.main:
-            print(json.dumps(results, indent=1))
-    finally:
-        distributed.teardown()
+        plan = build.load_extension(verbose=args.verbose)
+    except build.BuildError as exc:
+        print(f"stkit ops build failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"built:    {plan.directory}")
+    print(f"kernel:   {torch.ops.stkit_ext.cpu_info()}")
+    print(f"CUDA:     {'yes' if plan.with_cuda else 'no'} ({plan.cuda_reason})")
+    print(f"backend:  {dispatch.backend()}")
+    return 0
+
+
+def _bench(args) -> int:
+    if args.what == "ops":
+        return ops_bench.run_from_args(args, _op_shapes())
+    stnet_bench.run_bench(args.size, args.steps, args.height, args.width, args.device, args.amp, args.baseline,
+                          args.threads)
+    return 0
+
+
+def _report(args) -> None:
+    only = [NOTEBOOK_DIR / name for name in args.only] if args.only else None
+    metrics = run_all(args.size, args.out, only, _params(args.p), log_output=args.log_output)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "report"}, indent=1, default=float))
+    print(f"report: {Path(args.out) / 'index.html'}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .runner import NotebookError, run_all, run_notebook
-
     try:
         if args.command == "report":
-            only = None
-            if args.only:
-                from .runner import NOTEBOOK_DIR
-
-                only = [NOTEBOOK_DIR / name for name in args.only]
-            metrics = run_all(args.size, args.out, only, _params(args.p), log_output=args.log_output)
-            print(json.dumps({k: v for k, v in metrics.items() if k != "report"}, indent=1, default=float))
-            print(f"report: {Path(args.out).resolve() / 'index.html'}")
+            _report(args)
         elif args.command == "run":
-            out = args.out or Path("reports") / Path(args.notebook).name
-            print(run_notebook(args.notebook, out, _params(args.p)))
+            print(run_notebook(args.notebook, args.out or Path("reports") / Path(args.notebook).name, _params(args.p)))
+        elif args.command == "screenshots":
+            for png in screenshot_report(args.report, args.out, args.height):
+                print(png)
         elif args.command == "stern":
-            _stern_train(args)
+            _stern(args)
         elif args.command == "stnet":
             _stnet(args)
-    except (NotebookError, FileNotFoundError, FileExistsError, ValueError) as err:
+        elif args.command == "ops":
+            return _ops(args)
+        elif args.command == "bench":
+            return _bench(args)
+    except (NotebookError, FileNotFoundError, FileExistsError, ValueError, RecipeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -32,6 +32,14 @@ def wheel(tmp_path_factory) -> Path:
     return whl
 
 
+def test_wheel_contains_the_recipes_and_the_report_template(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    recipes = sorted(p.name for p in (ROOT / "stkit" / "recipes").iterdir() if p.suffix in (".yaml", ".sbatch"))
+    missing = [r for r in recipes if f"stkit/recipes/{r}" not in names]
+    assert len(recipes) == 7 and not missing, f"{wheel.name} lacks recipes {missing}"
+    assert "stkit/report/templates/stkit_html/index.html.j2" in names and "stkit/report/catalog.tsv" in names
+
+
 def test_wheel_contains_the_op_sources(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     missing = [s for s in SOURCES if f"stkit/ops/csrc/{s}" not in names]

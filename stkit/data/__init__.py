@@ -11,7 +11,7 @@ first use of its name.
 
 from .cxr_labels import BOX, REQUIRED, SPLITS, read_cxr_labels
 from .buv import (BUVFormatError, BUVSplit, CATEGORIES, SPLIT_FILES, check_listed_frames, load_json,
-                  normalise_box, parse_split, read_split, scan_frames, to_coco)
+                  normalise_box, parse_split, read_split, scan_frames, split_as_coco)
 from .images import ImageDecodeError, load_cxr_image
 
 # names whose module imports torch, loaded on first use
@@ -29,4 +29,4 @@ def __getattr__(name):
 
 __all__ = ["BOX", "REQUIRED", "SPLITS", "CXRDataset", "ImageDecodeError", "load_cxr_image", "read_cxr_labels",
            "BUVFormatError", "BUVSplit", "CATEGORIES", "SPLIT_FILES", "check_listed_frames", "load_json", "normalise_box",
-           "parse_split", "read_split", "scan_frames", "to_coco", "BUVClipDataset", "ClipConfig", "collate_clips"]
+           "parse_split", "read_split", "scan_frames", "split_as_coco", "BUVClipDataset", "ClipConfig", "collate_clips"]

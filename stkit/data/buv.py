@@ -266,7 +266,7 @@ def check_listed_frames(root, split: BUVSplit) -> dict:
     return ranges
 
 
-def to_coco(split: BUVSplit, key_frames=None) -> dict:
+def split_as_coco(split: BUVSplit, key_frames=None) -> dict:
     """A split as a COCO ground-truth dict with the boxes normalised (positive w, h; area
     = w * h), in pixels of the files: what pycocotools needs to score detections. Only the
     frames in ``key_frames`` (a set of (video, frame number)) when given."""

@@ -1,4 +1,4 @@
-"""``python -m stkit.ops.bench ops``: times the deformable-attention op against a roofline.
+"""``python -m stkit bench ops``: times the deformable-attention op against a roofline.
 
 For each shape and dtype it times the grid_sample reference and the compiled kernel (if
 built for the device) in the same run: forward alone (under no_grad) and forward +
@@ -32,7 +32,8 @@ Shapes (M=8 heads, D=32 channels, P=4 points unless noted):
     B  decoder-like: same value as A, Lq=300 queries
     C  Deformable DETR encoder at 800x1333 (levels 100x167, 50x84, 25x42, 13x21),
        N=2, Lq=S; GPU only (the reference alone takes seconds per call on a CPU)
-    stnet-*  the calls of the kit's STNet quick and paper configs (see STNET below)
+    stnet-*  the calls of the kit's STNet quick and paper recipes (``stkit.stnet.bench.op_shapes``,
+             given to this module by the command line: ops knows no paper)
 """
 
 from __future__ import annotations
@@ -40,16 +41,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from dataclasses import dataclass
 
 import torch
 
-import stkit.ops as ops
-from stkit.ops.timing import BUDGET_S, ROUNDS, keep_freed_memory, timeit
+from .dispatch import backend
+from .op import ms_deform_attn
+from .reference import ms_deform_attn_reference
+from .timing import BUDGET_S, ROUNDS, keep_freed_memory, timeit
 
 __all__ = ["SHAPES", "BenchShape", "make_inputs", "work", "roofline", "run_ops_benchmark",
-           "main"]
+           "add_arguments", "run_from_args"]
 
 
 @dataclass(frozen=True)
@@ -81,29 +83,11 @@ class BenchShape:
 
 
 _A_LEVELS = ((64, 64), (32, 32), (16, 16), (8, 8))
-_QUICK = ((16, 20), (8, 10), (4, 5), (2, 3))    # STNet quick: one frame's 4 levels
-_PAPER = ((64, 84), (32, 42), (16, 21), (8, 11))  # STNet paper: one frame's 4 levels
-# The kit's STNet calls the op twice per attention layer: once on the query's own frame
-# (4 levels, like A and B) and once on the other frames of the clip, folded into the
-# level axis as pseudo-levels. These four shapes are those second calls as the STNet
-# quick and paper configs make them (encoder: one frame's pixels as queries; decoder:
-# the object queries over all frames).
-STNET = {
-    "stnet-enc-quick": BenchShape("stnet-enc-quick", 4, _QUICK * 3, 426, M=4, D=16, P=2,
-                                  note="STNet quick encoder, 3 other frames"),
-    "stnet-dec-quick": BenchShape("stnet-dec-quick", 1, _QUICK * 4, 30, M=4, D=16, P=4,
-                                  note="STNet quick decoder, 4 frames"),
-    "stnet-enc-paper": BenchShape("stnet-enc-paper", 6, _PAPER * 5, 7144, M=8, D=32, P=2,
-                                  note="STNet paper encoder, 5 other frames"),
-    "stnet-dec-paper": BenchShape("stnet-dec-paper", 1, _PAPER * 6, 300, M=8, D=32, P=4,
-                                  note="STNet paper decoder, 6 frames"),
-}
 SHAPES: dict[str, BenchShape] = {
     "T": BenchShape("T", 1, ((16, 16), (8, 8)), None, M=2, D=8, P=2),
     "A": BenchShape("A", 2, _A_LEVELS, None),
     "B": BenchShape("B", 2, _A_LEVELS, 300),
     "C": BenchShape("C", 2, ((100, 167), (50, 84), (25, 42), (13, 21)), None, gpu_only=True),
-    **STNET,
 }
 
 
@@ -244,7 +228,9 @@ def _line(r: dict) -> str:
 def run_ops_benchmark(shapes=("A", "B"), dtypes=("float32",), device: str = "cpu",
                       threads: int | None = None, repeats: int = 7, warmup: int = 2,
                       verbose: bool = True) -> list[dict]:
-    """Time reference and compiled op; returns one dict per (shape, dtype, backend)."""
+    """Time reference and compiled op; returns one dict per (shape, dtype, backend).
+
+    ``shapes``: names of :data:`SHAPES` or :class:`BenchShape` objects."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
@@ -252,7 +238,7 @@ def run_ops_benchmark(shapes=("A", "B"), dtypes=("float32",), device: str = "cpu
     if threads:
         torch.set_num_threads(threads)
     say = print if verbose else (lambda *a, **k: None)
-    kernel = ops.backend(dev)  # builds the extension if needed
+    kernel = backend(dev)  # builds the extension if needed
     rows: list[dict] = []
     try:
         limits = {dt: roofline(dev, getattr(torch, dt)) for dt in dtypes}
@@ -260,8 +246,9 @@ def run_ops_benchmark(shapes=("A", "B"), dtypes=("float32",), device: str = "cpu
         for dt, lim in limits.items():
             say(f"limits ({dt}): copy {lim['copy_gbs']:.1f} GB/s, matmul "
                 f"{lim['gfmas']:.1f} GFMA/s")
-        for name in shapes:
-            shape = SHAPES[name]
+        for shape in shapes:
+            shape = SHAPES[shape] if isinstance(shape, str) else shape  # a name of SHAPES, or a BenchShape
+            name = shape.name
             if shape.gpu_only and dev.type != "cuda":
                 say(f"shape {name}: skipped on {dev.type} (GPU only: the reference alone takes "
                     "seconds per call on a CPU)")
@@ -271,9 +258,9 @@ def run_ops_benchmark(shapes=("A", "B"), dtypes=("float32",), device: str = "cpu
             for dt_name in dtypes:
                 inputs = make_inputs(shape, getattr(torch, dt_name), dev)
                 wk = work(shape, inputs)
-                impls = {"reference": ops.ms_deform_attn_reference}
+                impls = {"reference": ms_deform_attn_reference}
                 if kernel.startswith("compiled"):
-                    impls[kernel] = ops.ms_deform_attn
+                    impls[kernel] = ms_deform_attn
                 timed = _measure(impls, inputs, dev, warmup, repeats)
                 for backend_name, (fwd, fb) in timed.items():
                     rows.append(_row(name, dt_name, backend_name, dev, fwd, fb,
@@ -286,11 +273,9 @@ def run_ops_benchmark(shapes=("A", "B"), dtypes=("float32",), device: str = "cpu
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stkit.ops.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["ops"], help="what to benchmark")
-    parser.add_argument("--shapes", default="A,B", help=f"comma list of {', '.join(SHAPES)}")
+def add_arguments(parser: argparse.ArgumentParser, shapes: dict[str, BenchShape]) -> None:
+    """The benchmark's options on a command line's sub-parser (``python -m stkit bench ops``)."""
+    parser.add_argument("--shapes", default="A,B", help=f"comma list of {', '.join(shapes)}")
     parser.add_argument("--dtypes", default="float32",
                         help="comma list of float32, float64, float16, bfloat16")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -298,30 +283,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the results here")
-    args = parser.parse_args(argv)
-    by_key = {k.lower(): k for k in SHAPES}
-    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
-    unknown = [s for s in shapes if s.lower() not in by_key]
+
+
+def run_from_args(args, shapes: dict[str, BenchShape]) -> int:
+    """Run the benchmark the parsed options ask for over ``shapes`` (name -> shape)."""
+    by_key = {k.lower(): k for k in shapes}
+    names = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    unknown = [s for s in names if s.lower() not in by_key]
     if unknown:
-        parser.error(f"unknown shape(s) {unknown}; choose from {list(SHAPES)}")
-    shapes = [by_key[s.lower()] for s in shapes]
+        raise ValueError(f"unknown shape(s) {unknown}; choose from {list(shapes)}")
+    chosen = [shapes[by_key[s.lower()]] for s in names]
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     bad = [d for d in dtypes if d not in ("float32", "float64", "float16", "bfloat16")]
     if bad:
-        parser.error(f"unknown dtype(s) {bad}")
+        raise ValueError(f"unknown dtype(s) {bad}")
     kept = keep_freed_memory()
     print("allocator: " + ("freed memory kept for reuse (glibc mallopt, see keep_freed_memory)"
                            if kept else "default (freed memory may fault in again)"))
-    rows = run_ops_benchmark(shapes, dtypes, args.device, args.threads, args.repeats,
-                             args.warmup)
+    rows = run_ops_benchmark(chosen, dtypes, args.device, args.threads, args.repeats, args.warmup)
     if args.json:
-        meta = dict(torch=torch.__version__, device=args.device, backend=ops.backend(),
+        meta = dict(torch=torch.__version__, device=args.device, backend=backend(),
                     threads=args.threads or torch.get_num_threads(), freed_memory_kept=kept)
         with open(args.json, "w") as f:
             json.dump(dict(meta=meta, results=rows), f, indent=2)
         print(f"\nwrote {args.json}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

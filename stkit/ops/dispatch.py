@@ -18,7 +18,7 @@ import torch
 
 from . import build as _build
 
-__all__ = ["backend", "resolve", "uses_compiled", "ENV_VAR"]
+__all__ = ["backend", "mode", "resolve", "uses_compiled", "ENV_VAR"]
 
 ENV_VAR = "STKIT_OPS_BACKEND"
 _CHOICES = ("auto", "reference", "compiled")
@@ -35,11 +35,12 @@ _state: State | None = None
 _lock = threading.Lock()
 
 
-def _mode() -> str:
-    mode = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
-    if mode not in _CHOICES:
-        raise ValueError(f"{ENV_VAR}={mode!r}; expected one of {', '.join(_CHOICES)}")
-    return mode
+def mode() -> str:
+    """``STKIT_OPS_BACKEND`` as one of auto, reference, compiled (an error for anything else)."""
+    value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if value not in _CHOICES:
+        raise ValueError(f"{ENV_VAR}={value!r}; expected one of {', '.join(_CHOICES)}")
+    return value
 
 
 def resolve() -> State:
@@ -50,14 +51,14 @@ def resolve() -> State:
     with _lock:
         if _state is not None:
             return _state
-        mode = _mode()
-        if mode == "reference":
+        chosen = mode()
+        if chosen == "reference":
             _state = State(False, False, f"forced by {ENV_VAR}=reference")
             return _state
         try:
             plan = _build.load_extension()
         except _build.BuildError as exc:
-            if mode == "compiled":
+            if chosen == "compiled":
                 raise
             _state = State(False, False, f"build failed: {exc}")
             warnings.warn(f"stkit.ops: compiled deformable attention unavailable ({exc}); "

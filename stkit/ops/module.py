@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .op import ms_deform_attn
+
 __all__ = ["MSDeformAttn", "level_start_index", "ring_offset_bias", "sampling_locations",
            "check_attention_inputs", "sampling_dtype"]
 
@@ -173,8 +175,6 @@ class MSDeformAttn(nn.Module):
                 return_attention: bool = False):
         """(N, Lq, C) -> (N, Lq, C); with ``return_attention`` also the sampling locations
         (N, Lq, M, L, P, 2) and attention weights (N, Lq, M, L, P)."""
-        from . import ms_deform_attn  # the package's dispatching op
-
         check_attention_inputs(query, reference_points, value_input, spatial_shapes,
                                level_start_index, padding_mask, self.d_model, self.n_levels)
         N, Lq, _ = query.shape

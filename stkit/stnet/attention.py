@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import ms_deform_attn
+from ..ops.op import ms_deform_attn
 from ..ops.module import (INITS, MSDeformAttn, level_start_index, sampling_dtype,
                           sampling_locations)
 

@@ -7,7 +7,7 @@ C3, C4, C5 (strides 8, 16, 32) each get a 1x1 conv + GroupNorm(32) projection to
 ``d_model``; a fourth level (stride 64) is a 3x3 stride-2 conv + GroupNorm on C5, as in
 Deformable DETR. Batch norm is frozen (fixed affine from the running statistics), the
 stem and layer1 are frozen. Images come in as [0, 1] RGB and are normalised with the
-ImageNet statistics here. Random init by default; ImageNet weights via ``stkit.weights``.
+ImageNet statistics here. Random init by default; ImageNet weights via ``stkit.engine.weights``.
 This module has no position encoding and no transformer.
 """
 
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..weights import torchvision_model
+from ..engine.weights import torchvision_model
 from .config import STNetConfig
 
 __all__ = ["FrozenBatchNorm2d", "ResNetBody", "Pyramid"]

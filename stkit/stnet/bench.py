@@ -1,46 +1,57 @@
 """Timing script (not a test): one STNet training step with the compiled op vs the reference,
-and encoder-feature-shuffle vs frame-by-frame inference, measured in one run.
+and encoder-feature-shuffle vs frame-by-frame inference, measured in one run; and the
+op's call shapes in the STNet recipes, for the op benchmark.
 
-    python -m stkit.stnet.bench --size quick [--steps 3] [--device cpu] [--amp bf16] [--threads 1]
+    python -m stkit bench stnet --size quick [--steps 3] [--device cpu] [--amp bf16] [--threads 1]
+    python -m stkit bench ops --shapes stnet-enc-quick,stnet-dec-paper    # shapes from op_shapes()
 
 Prints, per op implementation, the median forward+backward time of one training step on a
-random clip batch (``cfg.batch_size`` clips of ``--height`` x ``--width``) and the peak
-memory (CUDA: peak allocated; CPU: the process's peak resident size so far, which only
-grows, so the first row is the cleaner one), their ratio, and the inference frames per
-second of both modes. Swapping the op: STDA calls ``stkit.stnet.attention.ms_deform_attn``,
-which this script points at the compiled custom op or at the reference for each row.
+random clip batch (the recipe's global batch of ``--height`` x ``--width`` clips) and the
+peak memory (CUDA: peak allocated; CPU: the process's peak resident size so far, which
+only grows, so the first row is the cleaner one), their ratio, and the inference frames
+per second of both modes. The reference rows run inside ``stkit.ops.reference_only()``.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import resource
 import statistics
 import time
 
 import torch
 
-from ..ops import backend, ms_deform_attn_reference
-from ..ops import ms_deform_attn as dispatching_op
-from . import attention
-from .config import stnet_config
-from .criterion import SetCriterion, loss_on_batch
-from .detector import build_stnet
+from ..ops import backend, reference_only
+from ..ops.bench import BenchShape
+from .experiment import build, recipe
+from .loss import SetCriterion, loss_on_batch
 from .inference import predict_clip
 
-__all__ = ["bench_step", "bench_inference", "main"]
+__all__ = ["bench_step", "bench_inference", "op_shapes", "run_bench", "FRAME_SIZES"]
+
+# Frame size (H, W) each recipe's clips have: the synthetic videos, and BUV at test short side 512.
+FRAME_SIZES = {"quick": (128, 160), "paper": (512, 672)}
 
 
-@contextlib.contextmanager
-def op_impl(fn):
-    """Temporarily make STDA call ``fn`` as its deformable-attention op."""
-    saved = attention.ms_deform_attn
-    attention.ms_deform_attn = fn
-    try:
-        yield
-    finally:
-        attention.ms_deform_attn = saved
+def _levels(height: int, width: int) -> tuple[tuple[int, int], ...]:
+    """One frame's 4 feature levels (strides 8, 16, 32, 64; ceil as the backbone's convolutions)."""
+    return tuple((-(-height // s), -(-width // s)) for s in (8, 16, 32, 64))
+
+
+def op_shapes(sizes=("quick", "paper")) -> dict[str, BenchShape]:
+    """The op's second call in each STNet attention layer, for one clip of each recipe: the
+    query's other frames folded into the level axis as pseudo-levels. Encoder: every pixel
+    of a frame is a query, over the T-1 other frames; decoder: the object queries over all T
+    frames (the kit's decoder samples the current frame again among them)."""
+    out = {}
+    for size in sizes:
+        cfg, (h, w) = recipe(size).model, FRAME_SIZES[size]
+        lv, T, M, D = _levels(h, w), cfg.n_frames, cfg.n_heads, cfg.d_model // cfg.n_heads
+        S = sum(a * b for a, b in lv)
+        out[f"stnet-enc-{size}"] = BenchShape(f"stnet-enc-{size}", T, lv * (T - 1), S, M=M, D=D, P=cfg.enc_temporal_points,
+                                              note=f"STNet {size} encoder, {T - 1} other frames, {h}x{w} frames")
+        out[f"stnet-dec-{size}"] = BenchShape(f"stnet-dec-{size}", 1, lv * T, cfg.num_queries, M=M, D=D,
+                                              P=cfg.dec_temporal_points, note=f"STNet {size} decoder, {T} frames")
+    return out
 
 
 def random_batch(cfg, B: int, H: int, W: int, seed: int = 0) -> dict:
@@ -101,45 +112,34 @@ def bench_inference(model, batch, repeats: int, device) -> dict:
     return out
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", default="quick")
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--height", type=int, default=128)
-    ap.add_argument("--width", type=int, default=160)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--amp", choices=["bf16"], default=None)
-    ap.add_argument("--baseline", action="store_true")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    cfg = stnet_config(args.size, baseline=args.baseline)
-    model = build_stnet(cfg).to(device).train()
-    batch = random_batch(cfg, cfg.batch_size, args.height, args.width)
-    print(f"STNet {args.size}: {cfg.batch_size} clips x {cfg.n_frames} frames x "
-          f"{args.height}x{args.width}, device {device}, amp {args.amp}, op {backend(device)}, "
-          f"{torch.get_num_threads()} CPU threads")
+def run_bench(size: str = "quick", steps: int = 3, height: int = 128, width: int = 160, device: str = "cpu",
+              amp: str | None = None, baseline: bool = False, threads: int | None = None) -> dict:
+    """Time a training step (compiled op and reference) and both inference modes; print and return the figures."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(device)
+    r = recipe(size)
+    model = build(r, "baseline" if baseline else "stnet", seed=0).to(device).train()
+    cfg, B = model.config, r.stages[0].batch_size
+    batch = random_batch(cfg, B, height, width)
+    print(f"STNet {size}: {B} clips x {cfg.n_frames} frames x {height}x{width}, device {device}, amp {amp}, "
+          f"op {backend(device)}, {torch.get_num_threads()} CPU threads")
     rows = {}
-    for name, fn in (("compiled", dispatching_op), ("reference", ms_deform_attn_reference)):
+    for name in ("compiled", "reference"):
         if name == "compiled" and not backend(device).startswith("compiled"):
             print("compiled: not available here; skipped")
             continue
-        with op_impl(fn):
-            sec, cpu, mb = bench_step(model, cfg, batch, args.steps, device, args.amp)
+        if name == "reference":
+            with reference_only():
+                sec, cpu, mb = bench_step(model, cfg, batch, steps, device, amp)
+        else:
+            sec, cpu, mb = bench_step(model, cfg, batch, steps, device, amp)
         rows[name] = (sec, cpu)
-        print(f"{name:9s}: train step {sec * 1000:8.1f} ms wall, {cpu:6.2f} CPU s   "
-              f"peak memory {mb:8.1f} MB")
+        print(f"{name:9s}: train step {sec * 1000:8.1f} ms wall, {cpu:6.2f} CPU s   peak memory {mb:8.1f} MB")
     if len(rows) == 2:
         print(f"reference / compiled: {rows['reference'][0] / rows['compiled'][0]:.2f}x wall, "
               f"{rows['reference'][1] / rows['compiled'][1]:.2f}x CPU time")
-    inf = bench_inference(model, random_batch(cfg, 1, args.height, args.width), max(args.steps, 2), device)
+    inf = bench_inference(model, random_batch(cfg, 1, height, width), max(steps, 2), device)
     print(f"inference: shuffle {inf['fps_shuffle']:.1f} frames/s, per-frame "
           f"{inf['fps_per_frame']:.1f} frames/s, ratio {inf['fps_shuffle'] / inf['fps_per_frame']:.2f}x")
     return {**{f"step_s_{k}": v[0] for k, v in rows.items()}, **inf}
-
-
-if __name__ == "__main__":
-    main()

@@ -4,7 +4,7 @@
 * "key frames" (``key_*``, the released STNet test): only the key frames of the
   encoder-feature-shuffle sweep are scored (about one in ``cfg.shuffle_frames``).
 
-    metrics = evaluate_detector(model, val_set)   # val_ap.., key_ap.., fps_shuffle, fps_per_frame
+    metrics = evaluate_model(model, val_set)   # val_ap.., key_ap.., fps_shuffle, fps_per_frame, shuffle_speedup
 
 ``val_set`` enumerates every frame as a key frame (the clip dataset with key stride 1).
 The shuffle sweep decodes K frames per encoder pass from the keys with index % K ==
@@ -21,11 +21,14 @@ import io
 import time
 
 import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tqdm.auto import tqdm
 
 from .inference import predict_clip
-from .postprocess import to_coco
+from .postprocess import coco_detections
 
-__all__ = ["coco_eval", "coco_ground_truth", "evaluate_detector", "single_batch"]
+__all__ = ["coco_eval", "coco_ground_truth", "evaluate_model", "single_batch"]
 
 
 def coco_ground_truth(frames: dict) -> dict:
@@ -43,8 +46,6 @@ def coco_ground_truth(frames: dict) -> dict:
 
 def coco_eval(gt: dict, dets: list[dict], image_ids=None) -> dict:
     """AP, AP50, AP75 (pycocotools bbox) of COCO result rows on ``image_ids`` (default all)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     ids = sorted(int(i) for i in (image_ids if image_ids is not None else [im["id"] for im in gt["images"]]))
     dets = [d for d in dets if d["image_id"] in set(ids)]
@@ -84,22 +85,18 @@ def _timed(model, batch, mode):
 
 
 @torch.no_grad()
-def evaluate_detector(model, dataset, per_frame_items: int | None = None, progress: bool = False) -> dict:
+def evaluate_model(model, dataset, per_frame_items: int | None = None, progress: bool = False) -> dict:
     """Metrics of ``model`` on ``dataset`` (every frame a key frame); see the module docstring.
 
     per_frame_items: run frame-by-frame inference on this many items only (timing);
     None runs it on all items and adds ``per_frame_ap``/``_ap50``/``_ap75`` (all frames).
     """
     model.eval()
-    K = model.cfg.shuffle_frames
+    K = model.config.shuffle_frames
     gt, where, shuffle_preds, per_frame_preds, keys = {}, {}, {}, [], set()
     t_shuffle = t_frame = 0.0
     n_frame = 0
-    rng = range(len(dataset))
-    if progress:
-        from tqdm.auto import tqdm
-        rng = tqdm(rng, desc="evaluate")
-    for i in rng:
+    for i in tqdm(range(len(dataset)), desc="evaluate", disable=not progress):
         item = dataset[i]
         key = item["targets"][0]
         gt[int(key["image_id"])] = _gt_entry(key)
@@ -123,14 +120,15 @@ def evaluate_detector(model, dataset, per_frame_items: int | None = None, progre
         for p in (p for p in preds if p["image_id"] >= 0):
             shuffle_preds.setdefault(p["image_id"], p)
     coco_gt = coco_ground_truth(gt)
-    rows = to_coco([shuffle_preds[i] for i in gt], list(gt))
+    rows = coco_detections([shuffle_preds[i] for i in gt], list(gt))
     all_frames, key_frames = coco_eval(coco_gt, rows), coco_eval(coco_gt, rows, sorted(keys))
     out = {f"val_{k}": v for k, v in all_frames.items()}          # protocol: all frames
     out.update({f"key_{k}": v for k, v in key_frames.items()})    # protocol: key frames only
     out.update(n_frames=len(gt), n_key_frames=len(keys),
                fps_shuffle=len(gt) / max(t_shuffle, 1e-9), fps_per_frame=n_frame / max(t_frame, 1e-9))
+    out["shuffle_speedup"] = out["fps_shuffle"] / max(out["fps_per_frame"], 1e-9)
     if per_frame_items is None:
         ids = [p["image_id"] for p in per_frame_preds]
-        pf = coco_eval(coco_gt, to_coco(per_frame_preds, ids), ids)
+        pf = coco_eval(coco_gt, coco_detections(per_frame_preds, ids), ids)
         out.update({f"per_frame_{k}": v for k, v in pf.items()})  # all frames, no shuffle
     return out

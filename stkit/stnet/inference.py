@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .detector import STNet, check_clip
+from .model import STNet, check_clip
 from .postprocess import postprocess
 
 __all__ = ["predict_clip", "shuffle_items", "decoder_attention", "MODES"]
@@ -44,7 +44,7 @@ def predict_clip(model: STNet, batch: dict, mode: str = "shuffle", k: int | None
     """Detections of a clip batch (the clip contract); see the module docstring."""
     if mode not in MODES:
         raise ValueError(f"predict_clip: mode={mode!r}; expected one of {MODES}")
-    cfg = model.cfg
+    cfg = model.config
     device = next(model.parameters()).device
     frames, mask = batch["frames"].to(device), batch["mask"].to(device)
     check_clip(frames, mask, cfg.n_frames)
@@ -74,7 +74,7 @@ def decoder_attention(model: STNet, batch: dict, clip: int = 0, current: int = 0
     all for that one item. For the figures of ``stkit.viz.stnet``."""
     device = next(model.parameters()).device
     frames, mask = batch["frames"].to(device), batch["mask"].to(device)
-    check_clip(frames, mask, model.cfg.n_frames)
+    check_clip(frames, mask, model.config.n_frames)
     mem = model.encode(frames, mask)
     out = model.decode(mem, torch.tensor([clip], device=device), torch.tensor([current], device=device),
                        return_attention=True)

@@ -1,7 +1,7 @@
 """From STNet's outputs to detections: top-k (query, class) pairs, boxes in pixels, COCO dicts.
 
     dets = postprocess(logits, boxes, sizes, k=100)  # per frame: scores, labels, boxes xyxy px
-    coco = to_coco(dets, image_ids)                    # [{"image_id", "category_id", "bbox", "score"}]
+    coco = coco_detections(dets, image_ids)                    # [{"image_id", "category_id", "bbox", "score"}]
 
 Scores are sigmoid probabilities; label = channel + 1 (the category id); normalised boxes
 are scaled by the (h, w) given, normally the frame's original size ("orig_size"), because
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torchvision.ops import box_convert
 
-__all__ = ["postprocess", "to_coco"]
+__all__ = ["postprocess", "coco_detections"]
 
 
 @torch.no_grad()
@@ -33,7 +33,7 @@ def postprocess(logits: torch.Tensor, boxes: torch.Tensor, sizes: torch.Tensor, 
             for n in range(N)]
 
 
-def to_coco(dets: list[dict], image_ids: list[int]) -> list[dict]:
+def coco_detections(dets: list[dict], image_ids: list[int]) -> list[dict]:
     """Per-frame detections -> COCO result entries (bbox [x, y, w, h])."""
     rows = []
     for det, image_id in zip(dets, image_ids):

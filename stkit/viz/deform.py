@@ -6,7 +6,7 @@
 - :func:`render_query_points`: one query's sampling points on every level, coloured by
   attention weight (pure: the notebook's ipywidgets explorer calls it too).
 - :func:`plot_attention_weights`: the softmax over the L*P points of each head.
-- :func:`plot_speed`: benchmark rows of :func:`stkit.ops.bench.run_ops_benchmark` as bars.
+- :func:`plot_op_speed`: benchmark rows of :func:`stkit.ops.bench.run_ops_benchmark` as bars.
 
 Every plotting function draws a new matplotlib figure and returns it.
 """
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from matplotlib.patches import Rectangle
 
 __all__ = ["plot_bilinear_sampling", "bilinear_corners", "toy_pyramid", "render_query_points",
-           "plot_attention_weights", "plot_speed"]
+           "plot_attention_weights", "plot_op_speed"]
 
 
 def bilinear_corners(loc_x: float, loc_y: float, H: int, W: int):
@@ -159,7 +159,7 @@ def plot_attention_weights(weights):
     return fig
 
 
-def plot_speed(rows: list[dict]):
+def plot_op_speed(rows: list[dict]):
     """Forward and forward+backward times per shape and backend (log scale), with the
     speedup over the reference written on the compiled bars."""
     keys = sorted({(r["shape"], r["dtype"]) for r in rows})

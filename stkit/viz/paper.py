@@ -1,7 +1,7 @@
 """Figures of notebook 06: the papers' numbers beside this run's.
 
-Input: the long tables of ``stkit.reproduce`` (one number per row; ``kind`` "paper" or
-"this run"). Conventions every figure keeps: a paper number nobody verified is drawn
+Input: the long tables of ``stkit.report.compare`` (one number per row, with its bar
+``group`` and AP ``column``; ``kind`` "paper" or "this run"). Conventions every figure keeps: a paper number nobody verified is drawn
 hatched and labelled "(unverified)"; a run number is labelled with the data it came
 from; a number the runs did not produce is written "not run", never drawn as zero.
 
@@ -13,9 +13,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..reproduce import ap_column
-
-__all__ = ["plot_stern_auc", "plot_stnet_ap", "plot_speed", "group_of"]
+__all__ = ["plot_stern_auc", "plot_stnet_ap", "plot_shuffle_vs_paper"]
 
 PAPER_VERIFIED, PAPER_UNVERIFIED, RUN = "#555555", "#bbbbbb", "tab:blue"
 
@@ -57,22 +55,15 @@ def plot_stern_auc(rows: list[dict]):
     return fig
 
 
-def group_of(row: dict) -> str:
-    """The bar group of an AP row: the publication (method, where stated) or the run row."""
-    if row["kind"] == "paper":
-        return f"{row['method']}, {'CVA-Net README' if 'README' in row['source'] else 'STNet paper'}" + ("" if row["verified"] else " (unverified)")
-    return f"this run: {row['row']}"
-
-
 def plot_stnet_ap(rows: list[dict]):
     """Grouped bars of COCO AP, AP50, AP75 (x 100) per publication and per run row."""
-    groups = list(dict.fromkeys(group_of(r) for r in rows))
+    groups = list(dict.fromkeys(r["group"] for r in rows))
     cols = ["AP", "AP50", "AP75"]
     fig, ax = plt.subplots(figsize=(10, 4.2))
     width = 0.26
     for gi, g in enumerate(groups):
-        for r in (r for r in rows if group_of(r) == g):
-            ci = cols.index(ap_column(r["metric"])) if ap_column(r["metric"]) in cols else 0
+        for r in (r for r in rows if r["group"] == g):
+            ci = cols.index(r["column"]) if r["column"] in cols else 0
             x = gi + (ci - 1) * width
             if r["value"] is None:
                 ax.text(x, 1.5, "not run", rotation=90, ha="center", va="bottom", fontsize=7, color="#a33")
@@ -88,7 +79,7 @@ def plot_stnet_ap(rows: list[dict]):
     return fig
 
 
-def plot_speed(rows: list[dict]):
+def plot_shuffle_vs_paper(rows: list[dict]):
     """Frames per second with and without encoder feature shuffle, and the speed-up beside the paper's."""
     fps = [r for r in rows if r["kind"] == "this run" and r["metric"].split(".")[-1].startswith("fps")]
     ratios = [r for r in rows if r["metric"].endswith("shuffle_speedup")]

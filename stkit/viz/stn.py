@@ -1,4 +1,4 @@
-"""Figures for spatial transformers and STERN: grids, windows, training curves, ROC, attention.
+"""Figures for spatial transformers and STERN: grids, windows, ROC, attention.
 
 Every function draws into a new matplotlib figure and returns it (notebooks display it
 inline); images are (H, W) or (1, H, W) arrays/tensors in [0, 1].
@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..stn import glimpse, theta_from_window, window_to_pixels
+from ..stern.stn import glimpse, pyramid_glimpse, theta_from_window, window_to_pixels
 from .common import draw_box, to_image
 
 
@@ -82,41 +82,6 @@ def render_window(image, sx: float = 0.5, sy: float = 0.5, tx: float = 0.0, ty: 
     return fig
 
 
-def stage_starts(stages, histories) -> list[tuple[int, str]]:
-    """(first epoch, stage name) of every stage after the first, for :func:`plot_history`;
-    ``histories``: each stage's per-epoch rows, in the order of ``stages``."""
-    if len(stages) != len(histories):
-        raise ValueError(f"{len(stages)} stages but {len(histories)} histories")
-    starts, epoch = [], 1
-    for k, (stage, hist) in enumerate(zip(stages, histories)):
-        if k:
-            starts.append((epoch, stage.name))
-        epoch += len(hist)
-    return starts
-
-
-def plot_history(histories: dict, keys=("train_loss", "val_auc"), stage_starts=()):
-    """Training curves: ``histories`` maps a name to a list of per-epoch dicts (stages concatenated).
-
-    ``stage_starts``: (epoch, label) pairs, e.g. ``[(19, "stage 2")]``; a dotted line marks
-    where each later stage begins (between its first epoch and the one before)."""
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.4), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        for name, hist in histories.items():
-            pts = [(k, row[key]) for k, row in enumerate(hist, 1) if row.get(key) is not None]
-            ax.plot([k for k, _ in pts], [y for _, y in pts], marker=".", label=name)
-        for epoch, label in stage_starts:
-            ax.axvline(epoch - 0.5, color="0.4", ls=":")
-            ax.annotate(label, (epoch - 0.5, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                        textcoords="offset points", fontsize=8, color="0.3")
-        ax.set_xlabel("epoch")
-        ax.set_title(key.replace("_", " "))
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend()
-    fig.tight_layout()
-    return fig
-
-
 def plot_roc(curves: dict):
     """ROC curves: ``curves`` maps a name to (fpr, tpr, auc)."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -161,6 +126,15 @@ def show_attention(dataset, predictions: dict, n: int = 8, abnormal_only: bool =
     return fig
 
 
+def _per_image_hist(fig, ax, xlabel: str):
+    """The finish of a histogram over test images: labels, legend, layout."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test images")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_aspect_hist(aspects: dict, sf: float = 1.25):
     """Distributions of sx/sy (e.g. after stage 1 and after stage 2) with the threshold Sf."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
@@ -169,11 +143,7 @@ def plot_aspect_hist(aspects: dict, sf: float = 1.25):
     for (name, v), ls in zip(aspects.items(), ("-", "--", ":", "-.")):  # outlines: no set hides another
         ax.hist(v, bins=bins, histtype="step", lw=2, ls=ls, label=f"{name} (mean {np.mean(v):.2f})")
     ax.axvline(sf, color="k", ls="--", label=f"Sf = {sf}")
-    ax.set_xlabel("window aspect ratio sx/sy")
-    ax.set_ylabel("test images")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _per_image_hist(fig, ax, "window aspect ratio sx/sy")
 
 
 def plot_window_trajectory(image, trajectory: torch.Tensor, target_window, every: int = 20):
@@ -230,11 +200,7 @@ def plot_iou_hist(ious, fixed_iou: float):
     ax.hist(ious, bins=np.linspace(0, 1, 26), histtype="stepfilled", alpha=0.6, label=f"STERN (mean {ious.mean():.2f})")
     ax.axvline(ious.mean(), color="tab:blue", lw=2)
     ax.axvline(fixed_iou, color="k", ls="--", label=f"best fixed window (mean {fixed_iou:.2f})")
-    ax.set_xlabel("IoU of the attended window with the thorax box")
-    ax.set_ylabel("test images")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _per_image_hist(fig, ax, "IoU of the attended window with the thorax box")
 
 
 def plot_comparison(results: dict, key: str = "test_auc", title: str = "test ROC AUC"):
@@ -257,7 +223,6 @@ def plot_pyramid_sampling(image, theta: torch.Tensor, size=(48, 48)):
     (point samples several pixels apart: fine detail aliases or vanishes between samples)
     and sampling from the pyramid level matched to the sample spacing (each sample
     averages the pixels around it)."""
-    from ..stn import pyramid_glimpse
 
     img = torch.as_tensor(to_image(image), dtype=torch.float32)[None, None]
     h, w = img.shape[-2:]

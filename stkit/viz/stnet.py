@@ -4,7 +4,7 @@
 - :func:`render_query_points`: one decoder query's sampling points drawn on every frame of
   its clip, coloured by attention weight, for one layer and one head or all heads (pure:
   the notebook's ipywidgets explorer calls it too). Input: ``decoder_attention`` layers.
-- :func:`plot_speed`: frames per second of encoder feature shuffle vs frame by frame.
+- :func:`plot_shuffle_speed`: frames per second of encoder feature shuffle vs frame by frame.
 
 Every function draws a new matplotlib figure and returns it; none runs a model.
 """
@@ -19,7 +19,7 @@ from matplotlib.patches import Rectangle
 
 from ..stnet.attention import frame_order
 
-__all__ = ["plot_clip_detections", "render_query_points", "attention_per_frame", "plot_speed"]
+__all__ = ["plot_clip_detections", "render_query_points", "attention_per_frame", "plot_shuffle_speed"]
 
 
 def _grey(frame) -> np.ndarray:
@@ -119,7 +119,7 @@ def render_query_points(frames, layers, query: int, layer: int = -1, head=None,
     return fig
 
 
-def plot_speed(fps: dict):
+def plot_shuffle_speed(fps: dict):
     """Bars of frames per second, e.g. {"shuffle": 12.0, "per frame": 5.1}."""
     fig, ax = plt.subplots(figsize=(4, 3))
     names = list(fps)
