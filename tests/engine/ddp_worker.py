@@ -6,7 +6,6 @@ share of every global batch.
 """
 
 import sys
-from dataclasses import replace
 
 import torch
 from torch.utils.data import TensorDataset
