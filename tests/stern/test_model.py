@@ -40,19 +40,6 @@ def test_grey_images_into_rgb_backbone():
     assert not torch.allclose(out, b.net(torch.cat([x, x, torch.zeros_like(x)], 1)).squeeze(1))
 
 
-def test_pretrained_weights_offline_error_is_clear(monkeypatch):
-    import urllib.error
-
-    import torchvision.models as tvm
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(tvm, "resnet18", offline)
-    with pytest.raises(RuntimeError, match=r"ImageNet weights for resnet18.*pretrained=False"):
-        Backbone("resnet18", pretrained=True)
-
-
 def test_classify_windows_is_the_forward_at_the_localisers_window():
     from stkit.stern import experiment
     from stkit.stern.stn import window_from_theta

@@ -1,8 +1,7 @@
-"""Tests of stkit.stnet.backbone: FrozenBatchNorm2d, the ResNet body's channels and frozen stem, offline weights."""
+"""Tests of stkit.stnet.backbone: FrozenBatchNorm2d, the ResNet body's channels and frozen stem."""
 
 from __future__ import annotations
 
-import urllib.error
 
 import pytest
 import torch
@@ -32,14 +31,3 @@ def test_backbone_channels_and_frozen_stem():
     assert [f.shape[-1] for f in feats] == [8, 4, 2]
     assert not any(p.requires_grad for p in body.stem.parameters())
     assert all(p.requires_grad for p in body.layer2.parameters())
-
-
-def test_pretrained_weights_offline_error_is_clear(monkeypatch):
-    import torchvision.models._api as api
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
-    with pytest.raises(RuntimeError, match=r"ImageNet weights for resnet18.*pretrained=False"):
-        ResNetBody("resnet18", pretrained=True)
