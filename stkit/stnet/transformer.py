@@ -149,6 +149,9 @@ class Decoder(nn.Module):
         nn.init.constant_(box.layers[-1].bias[2:], -2.0)  # small initial boxes
         self.class_heads = nn.ModuleList(copy.deepcopy(cls) for _ in range(cfg.dec_layers))
         self.box_heads = nn.ModuleList(copy.deepcopy(box) for _ in range(cfg.dec_layers))
+        if cfg.faithful:  # released: the copies are taken before the -2, which goes on layer 0's head only
+            for head in self.box_heads[1:]:
+                nn.init.zeros_(head.layers[-1].bias)
 
     def forward(self, tgt, query_pos, ref, memory, mask, ratios, shapes, lsi, clip, current,
                 return_attention=False):
