@@ -13,10 +13,12 @@ category_id, area, iscrowd. The frame number is parsed from the file name. Other
 (videos, video_id, frame_id, ...) are allowed and ignored.
 
 `read_split` checks a JSON and returns its videos: per video the listed frames with their
-boxes, negative widths/heights normalised (never dropped). Every error names the file and
+boxes, negative widths/heights normalised (never dropped; each box remembers whether it was
+negative in the file, for the clip dataset's released mode). Every error names the file and
 the JSON entry (``images[12]``, ``annotations[40]``); a video with no box is an error, a
 ``videos`` entry that no image belongs to is only recorded. `scan_frames` checks a video's frame
-files on disk (numbered contiguously). This module needs no torch: data_prep uses it too.
+files on disk (numbered contiguously). `released_key_ids` lists the key frames the released
+test scores. This module needs no torch: data_prep uses it too.
 It does not decode images (data_prep.buv does, when it validates a download).
 """
 
@@ -50,6 +52,7 @@ class Frame:
     boxes: list = field(default_factory=list)    # [(x, y, w, h)] normalised: w, h > 0
     labels: list = field(default_factory=list)   # category id of each box
     ann_entries: list = field(default_factory=list)  # position of each box in annotations
+    negative: list = field(default_factory=list)     # per box: True where the file's w or h was < 0
 
 
 @dataclass
@@ -189,6 +192,7 @@ def _annotations(data: dict, path: Path, cats: dict, by_id: dict) -> int:
         if b[2] == 0 or b[3] == 0:
             raise BUVFormatError(f"{where}: bbox {b!r} has zero width or height")
         negative += b[2] < 0 or b[3] < 0
+        frame.negative.append(bool(b[2] < 0 or b[3] < 0))
         frame.boxes.append(tuple(float(v) for v in normalise_box(*b)))
         frame.labels.append(int(cid))
         frame.ann_entries.append(j)
@@ -221,6 +225,21 @@ def parse_split(data: dict, path) -> BUVSplit:
                                  "a BUV video has one class")
         video.label = next(iter(seen))
     return BUVSplit(path, cats, videos, negative, unused)
+
+
+def released_test_ids(image_ids, n_support: int = 2) -> list[int]:
+    """The released test's rule (TestCocoClipDetection): the image ids sorted, then every
+    (n_support + 1)-th from n_support // 2 (``[1::3]`` for 2 support frames), across video
+    boundaries, not per video."""
+    if not (isinstance(n_support, int) and not isinstance(n_support, bool) and n_support >= 0):
+        raise ValueError(f"released_test_ids: n_support must be an integer >= 0, got {n_support!r}")
+    return sorted(int(i) for i in image_ids)[n_support // 2::n_support + 1]
+
+
+def released_key_ids(split: BUVSplit, n_support: int = 2) -> list[int]:
+    """The image ids the released test scores of a split: :func:`released_test_ids` of every
+    image id of its JSON."""
+    return released_test_ids((f.image_id for v in split.videos.values() for f in v.frames.values()), n_support)
 
 
 def video_dir(root, video: str) -> Path:

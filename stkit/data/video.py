@@ -7,21 +7,32 @@ One item is one KEY frame of a video (every frame listed in the split's JSON, or
 
 Support frames (S, official 2) are the key's neighbours, clamped at the video's first and
 last frame (so a key on the first frame repeats itself as key-1). Global frames (G,
-official 3) are other frames of the same video: random in training; at evaluation a
-fixed choice seeded by (seed, video), where the official code draws them at random (so
-two evaluations of one model differ). Every frame of a clip gets the SAME random
+official 3) are other frames of the same video. Every frame of a clip gets the SAME random
 transform (horizontal flip, resize to a short side from a list, optional crop) and its
 own target (boxes of that frame, or none if the JSON does not list it).
 
-Not here: reading/validating the format (stkit.data.buv), normalising pixel values for
-a backbone, or the detector. The item and batch layout is the kit's contract with
-stkit.stnet; see `BUVClipDataset` and `collate_clips`.
+`ClipConfig` chooses, field by field, between the kit's reading (the defaults) and the
+released STNet code's (`released_clip` turns every released choice on):
+
+    color             "grey" (L, replicated to 3 channels) | "rgb" (the release: RGB)
+    negative_boxes    "flip" (normalised, kept) | "drop" (the release drops them)
+    global_draw       "kit" (random in training, fixed per (seed, video) at evaluation)
+                      | "released" (random always, from first..last-1, key excluded)
+    global_center_crop  0 | N: at evaluation the global frames' middle N x N square,
+                      resized back to the key's size (the release's test: 400)
+    crop_mode         "kit" (box-aware crop in file pixels, then flip, resize) |
+                      "released" (flip, then the release's resize-crop-resize branch)
+
+Not here: reading/validating the format (stkit.data.buv), the transforms themselves
+(stkit.data.clip_transforms), normalising pixel values for a backbone, or the detector.
+The item and batch layout is the kit's contract with stkit.stnet; see `BUVClipDataset`
+and `collate_clips`.
 """
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -29,7 +40,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .buv import BUVFormatError, check_listed_frames, frame_path, read_split
+from .clip_transforms import center_crop, kit_transform, released_transform, resized_hw  # noqa: F401 (resized_hw re-exported)
 from .cxr import ImageDecodeError
+
+CHOICES = {"color": ("grey", "rgb"), "negative_boxes": ("flip", "drop"), "global_draw": ("kit", "released"),
+           "crop_mode": ("kit", "released")}
 
 
 @dataclass
@@ -40,10 +55,30 @@ class ClipConfig:
     test_short_side: int = 512                # evaluation short side
     max_size: int = 1333                      # the long side never exceeds this
     hflip: float = 0.5                        # training: probability of a horizontal flip
-    crop: float = 0.0                         # training: probability of a random crop first
-    crop_size: tuple = (384, 600)             # crop width and height drawn from this range (px of the file)
+    crop: float = 0.0                         # training: probability of a random crop (released mode: of the crop branch)
+    crop_size: tuple = (384, 600)             # crop width and height drawn from this range (px of the file; released: px
+                                              # after the resize to crop_resize_sides)
     key_stride: int = 1                       # key frames: every key_stride-th listed frame
-    seed: int = 0                             # evaluation: seeds the global frames of each video
+    seed: int = 0                             # evaluation: seeds the global frames of each video (global_draw "kit")
+    # How frames are decoded: "grey" (L, replicated to 3 channels) or "rgb". The release: convert('RGB').
+    color: str = "grey"
+    # Boxes with a negative w or h in the file: "flip" (normalised to the same rectangle, kept) or "drop". The release
+    # drops them: xyxy = (x, y, x+w, y+h) clamped to the frame, kept only where x2 > x1 and y2 > y1 (any box empty
+    # after the clamp goes too, in "drop" mode; a frame may end with no box).
+    negative_boxes: str = "flip"
+    # Global frames: "kit" (a random permutation in training, a fixed choice per (seed, video) at evaluation, the
+    # last frame allowed) or "released" (random at evaluation too: n distinct frames of first..last-1 without the
+    # key, torch's generator). The release: random.sample(range(0, max_frm_id) minus the key, n).
+    global_draw: str = "kit"
+    # Evaluation: N > 0 cuts each GLOBAL frame's middle N x N square out of the file (zero past its edges) and resizes
+    # it to the key frame's size, its boxes following; 0: off. The released test flags (--shuffled_aug centerCrop): 400.
+    global_center_crop: int = 0
+    # Training order: "kit" (a crop of the file placed to keep the key's boxes, flip, resize; sizes rounded) or
+    # "released" (flip; with probability `crop` resize to crop_resize_sides, a crop ignoring the boxes, resize; else
+    # the resize alone; sizes truncated as the release's resize, at evaluation too). The release: "released", p=0.5.
+    crop_mode: str = "kit"
+    # crop_mode "released": the crop branch's first short side (no cap on the long side). The release: 400, 500, 600.
+    crop_resize_sides: tuple = (400, 500, 600)
 
     def __post_init__(self):
         bad = [f"{k}={getattr(self, k)!r}" for k, ok in (
@@ -51,7 +86,11 @@ class ClipConfig:
             ("train_short_sides", len(self.train_short_sides) > 0 and min(self.train_short_sides) >= 1),
             ("test_short_side", self.test_short_side >= 1), ("hflip", 0 <= self.hflip <= 1), ("crop", 0 <= self.crop <= 1),
             ("crop_size", len(self.crop_size) == 2 and 1 <= self.crop_size[0] <= self.crop_size[1]),
-            ("key_stride", self.key_stride >= 1)) if not ok]
+            ("key_stride", self.key_stride >= 1),
+            ("global_center_crop", isinstance(self.global_center_crop, int) and self.global_center_crop >= 0),
+            ("crop_resize_sides", len(self.crop_resize_sides) > 0 and min(self.crop_resize_sides) >= 1)) if not ok]
+        bad += [f"{k}={getattr(self, k)!r} (one of {', '.join(map(repr, v))})" for k, v in CHOICES.items()
+                if getattr(self, k) not in v]
         if bad:
             raise ValueError(f"ClipConfig: invalid {', '.join(bad)}")
 
@@ -60,14 +99,14 @@ class ClipConfig:
         return 1 + self.n_support + self.n_global
 
 
-def resized_hw(h: int, w: int, short: int, max_size: int | None) -> tuple[int, int]:
-    """(H, W) with the short side ``short``, shrunk so that the long side stays <= max_size."""
-    lo, hi = min(h, w), max(h, w)
-    if max_size is not None and hi * short > max_size * lo:
-        short = max(1, int(max_size * lo / hi))
-    if h <= w:
-        return short, max(1, int(round(short * w / h)))
-    return max(1, int(round(short * h / w))), short
+def released_clip(clip: ClipConfig) -> ClipConfig:
+    """``clip`` with every choice of the released data handling on: RGB frames, negative
+    boxes dropped, the released global draw, the released test's 400-px centre crop of the
+    global frames, the released training order with its crop branch at p=0.5 and its sizes
+    (resize to 400/500/600, crop 384..600). Frame counts, the final sizes
+    (train/test_short_side, max_size), the flip probability and key_stride stay ``clip``'s."""
+    return replace(clip, color="rgb", negative_boxes="drop", global_draw="released", global_center_crop=400,
+                   crop_mode="released", crop=0.5, crop_resize_sides=(400, 500, 600), crop_size=(384, 600))
 
 
 def support_indices(key: int, n_support: int, first: int, last: int) -> list[int]:
@@ -85,10 +124,21 @@ def _pick_global(order: np.ndarray, key: int, n: int) -> list[int]:
     return [cand[k % len(cand)] for k in range(n)]
 
 
+def released_global(key: int, n: int, first: int, last: int, video: str) -> list[int]:
+    """n distinct frames drawn at random (torch's generator) from first..last-1 without the
+    key, as the release's ``random.sample(range(0, max_frm_id) - key, n)``; a video too short
+    for that fails (the release's random.sample raises ValueError too)."""
+    cand = [i for i in range(first, last) if i != key]
+    if len(cand) < n:
+        raise ValueError(f"video {video!r} (frames {first}..{last}): {len(cand)} candidate global frames for key {key} "
+                         f"(first..last-1 without the key), fewer than n_global={n} (global_draw 'released')")
+    return [cand[int(j)] for j in torch.randperm(len(cand))[:n]]
+
+
 class BUVClipDataset(torch.utils.data.Dataset):
     """Clips of one split of a BUV-format folder (``root`` holds rawframes/ and the JSONs).
 
-    item = {"frames": float32 (T, 3, H, W) in [0, 1] (grey replicated to 3 channels),
+    item = {"frames": float32 (T, 3, H, W) in [0, 1] (grey replicated to 3 channels, or RGB),
             "targets": T dicts {"boxes" float32 (n, 4) xyxy in pixels of the transformed
                        frame, "labels" int64 (n,) category ids (1 benign, 2 malignant),
                        "image_id" int (COCO id; -1 for a frame the JSON does not list),
@@ -119,12 +169,17 @@ class BUVClipDataset(torch.utils.data.Dataset):
         return list(self.info.videos)
 
     def frame_numbers(self, i: int) -> list[int]:
-        """Frame numbers of item i's clip, in clip order (global frames random in training)."""
+        """Frame numbers of item i's clip, in clip order (global frames as ``global_draw`` says)."""
         video, key = self.keys[i]
         first, last = self.ranges[video]
         c = self.clip
         idx = [key] + support_indices(key, c.n_support, first, last)
-        if c.n_global > 0:
+        if c.n_global > 0 and c.global_draw == "released":
+            try:
+                idx += released_global(key, c.n_global, first, last, video)
+            except ValueError as e:
+                raise ValueError(f"{self.info.path}: {e}") from None
+        elif c.n_global > 0:
             if self.train:
                 order = (torch.randperm(last - first + 1) + first).numpy()
             else:
@@ -136,14 +191,15 @@ class BUVClipDataset(torch.utils.data.Dataset):
         return idx
 
     def load_frame(self, video: str, index: int) -> np.ndarray:
-        """One frame as uint8 (H, W) grey; errors name the file (and its JSON entry)."""
+        """One frame as uint8 (H, W) grey or (H, W, 3) RGB (``color``); errors name the file
+        (and its JSON entry)."""
         key = (video, index)
         if self._cache is not None and key in self._cache:
             return self._cache[key]
         path = frame_path(self.root, video, index)
         try:
             with Image.open(path) as im:
-                a = np.asarray(im.convert("L"))
+                a = np.asarray(im.convert("RGB" if self.clip.color == "rgb" else "L"))
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: frame not found{self._listed(video, index)}") from None
         except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, zlib.error, ...
@@ -158,36 +214,45 @@ class BUVClipDataset(torch.utils.data.Dataset):
         return "" if f is None else f" (images[{f.entry}] of {self.info.path})"
 
     def _target(self, video: str, index: int, h: int, w: int) -> dict:
-        """Boxes of one frame as xyxy clipped to the (h, w) file; a box wholly outside fails."""
+        """Boxes of one frame as xyxy clipped to the (h, w) file. "flip": a box wholly outside
+        fails; "drop": boxes negative in the file and boxes empty after the clip are dropped."""
         f = self.info.videos[video].frames.get(index)
         rows = [] if f is None else [(x, y, x + bw, y + bh) for x, y, bw, bh in f.boxes]
         boxes = torch.tensor(rows, dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor([] if f is None else f.labels, dtype=torch.int64)
         if len(boxes):
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
             empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-            if empty.any():
+            if self.clip.negative_boxes == "drop":      # as released: x2 < x1 (or y2 < y1) for a negative box
+                keep = ~empty & ~torch.tensor(f.negative, dtype=torch.bool)
+                boxes, labels = boxes[keep], labels[keep]
+            elif empty.any():
                 j = f.ann_entries[int(empty.nonzero()[0])]
                 raise BUVFormatError(f"{self.info.path}: annotations[{j}]: bbox lies outside its "
                                      f"{h}x{w} frame {f.file_name}")
-        return {"boxes": boxes, "labels": torch.tensor([] if f is None else f.labels, dtype=torch.int64),
+        return {"boxes": boxes, "labels": labels,
                 "image_id": -1 if f is None else f.image_id, "orig_size": torch.tensor([h, w])}
 
     def __getitem__(self, i: int) -> dict:
         video, key = self.keys[i]
         idx = self.frame_numbers(i)
+        c = self.clip
         frames, targets = [], []
-        for n in idx:
+        for t_, n in enumerate(idx):
             a = self.load_frame(video, n)
-            t = self._target(video, n, *a.shape)
-            img = torch.tensor(a, dtype=torch.float32).div_(255)[None]            # (1, h, w)
+            t = self._target(video, n, *a.shape[:2])
+            img = torch.tensor(a, dtype=torch.float32).div_(255)
+            img = img.permute(2, 0, 1) if img.ndim == 3 else img[None]               # (C, h, w)
+            if t_ > c.n_support and c.global_center_crop > 0 and not self.train:   # a global frame, released test
+                img, t["boxes"], t["labels"] = center_crop(img, t["boxes"], t["labels"], c.global_center_crop)
             if frames and img.shape != frames[0].shape:      # a frame of another size: match the key's
-                h0, w0 = frames[0].shape[-2:]
-                t["boxes"] *= torch.tensor([w0 / a.shape[1], h0 / a.shape[0]] * 2)
+                (h0, w0), (h1, w1) = frames[0].shape[-2:], img.shape[-2:]
+                t["boxes"] = t["boxes"] * torch.tensor([w0 / w1, h0 / h1] * 2)
                 img = F.interpolate(img[None], size=(h0, w0), mode="bilinear", antialias=True, align_corners=False)[0]
             frames.append(img)
             targets.append(t)
-        x = torch.stack(frames)                                # (T, 1, h, w)
+        x = torch.stack(frames)                                # (T, C, h, w)
         x, boxes = self.transform(x, [t["boxes"] for t in targets], targets)
         for t, b in zip(targets, boxes):
             t["boxes"] = b
@@ -196,56 +261,13 @@ class BUVClipDataset(torch.utils.data.Dataset):
                 "video": video, "key_index": key}
 
     def transform(self, x: torch.Tensor, boxes: list, targets: list):
-        """One draw of (crop, flip, size) applied to all T frames (T, 1, h, w) and their boxes."""
-        c = self.clip
-        h, w = x.shape[-2:]
-        if self.train and c.crop > 0 and torch.rand(()) < c.crop:
-            x0, y0, cw, ch = self._crop_box(h, w, boxes[0])
-            x = x[..., y0:y0 + ch, x0:x0 + cw]
-            boxes = [_crop_boxes(b, x0, y0, cw, ch) for b in boxes]
-            for t, b in zip(targets, boxes):
-                t["labels"] = t["labels"][b[1]]
-            boxes = [b[0] for b in boxes]
-            h, w = ch, cw
-        if self.train and c.hflip > 0 and torch.rand(()) < c.hflip:
-            x = x.flip(-1)
-            boxes = [torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], 1) for b in boxes]
-        if self.train:
-            short = int(c.train_short_sides[int(torch.randint(len(c.train_short_sides), ()))])
-        else:
-            short = int(c.test_short_side)
-        nh, nw = resized_hw(h, w, short, c.max_size)
-        if (nh, nw) != (h, w):
-            x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-            scale = torch.tensor([nw / w, nh / h, nw / w, nh / h])
-            boxes = [b * scale for b in boxes]
+        """One draw of (crop, flip, size) applied to all T frames (T, C, h, w) and their boxes
+        (the pipeline of ``crop_mode``; labels of cropped-out boxes leave ``targets``)."""
+        pipeline = released_transform if self.clip.crop_mode == "released" else kit_transform
+        x, boxes, labels = pipeline(x, boxes, [t["labels"] for t in targets], self.clip, self.train)
+        for t, lab in zip(targets, labels):
+            t["labels"] = lab
         return x.clamp_(0, 1), boxes
-
-    def _crop_box(self, h, w, key_boxes):
-        """A random crop (x0, y0, cw, ch) that keeps the key frame's boxes when it can."""
-        lo, hi = self.clip.crop_size
-        cw = int(torch.randint(min(lo, w), min(hi, w) + 1, ()))
-        ch = int(torch.randint(min(lo, h), min(hi, h) + 1, ()))
-        spans = []
-        for size, full, a, b in ((cw, w, 0, 2), (ch, h, 1, 3)):
-            lo_, hi_ = 0, full - size
-            if len(key_boxes):
-                need_lo = int(np.ceil(float(key_boxes[:, b].max()))) - size
-                need_hi = int(np.floor(float(key_boxes[:, a].min())))
-                if max(lo_, need_lo) <= min(hi_, need_hi):
-                    lo_, hi_ = max(lo_, need_lo), min(hi_, need_hi)
-            spans.append(int(torch.randint(lo_, hi_ + 1, ())))
-        return spans[0], spans[1], cw, ch
-
-
-def _crop_boxes(b: torch.Tensor, x0: int, y0: int, cw: int, ch: int):
-    """Boxes (n, 4) xyxy shifted into a crop and clipped to it, and which of them keep an area
-    (a crop can cut a lesion out of a support or global frame, as in Deformable DETR)."""
-    b = b - torch.tensor([x0, y0, x0, y0], dtype=b.dtype)
-    b[:, 0::2] = b[:, 0::2].clamp(0, cw)
-    b[:, 1::2] = b[:, 1::2].clamp(0, ch)
-    keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-    return b[keep], keep
 
 
 def collate_clips(items: list[dict]) -> dict:
