@@ -19,14 +19,15 @@ IMAGENET_WEIGHTS = {"vgg16": "IMAGENET1K_V1", "resnet18": "IMAGENET1K_V1",
                     "resnet50": "IMAGENET1K_V2", "densenet121": "IMAGENET1K_V1"}
 
 
-def torchvision_model(name: str, pretrained: bool, **kwargs) -> nn.Module:
-    """``torchvision.models.<name>(weights=..., **kwargs)``; ImageNet weights only if asked."""
+def torchvision_model(name: str, pretrained: bool, weight_set: str | None = None, **kwargs) -> nn.Module:
+    """``torchvision.models.<name>(weights=..., **kwargs)``; ImageNet weights only if asked
+    (``weight_set``, e.g. "IMAGENET1K_V1", replaces the default of :data:`IMAGENET_WEIGHTS`)."""
     import torchvision.models as tvm
 
     if name not in IMAGENET_WEIGHTS:
         raise ValueError(f"unknown torchvision model {name!r}; expected one of "
                          f"{', '.join(IMAGENET_WEIGHTS)}")
-    weights = IMAGENET_WEIGHTS[name] if pretrained else None
+    weights = (weight_set or IMAGENET_WEIGHTS[name]) if pretrained else None
     try:
         return getattr(tvm, name)(weights=weights, **kwargs)
     except Exception as err:  # urllib / socket errors when offline

@@ -116,8 +116,10 @@ class MSDeformAttn(nn.Module):
         n_heads: heads M (C must divide by M).
         n_points: sampling points P per head and level.
         init: ``"detr"`` Deformable DETR's reset (ring offsets, uniform attention,
-            xavier projections); ``"default"`` keeps PyTorch's Linear init (what the
-            released STNet code does, never calling the reset).
+            xavier projections); ``"default"`` leaves PyTorch's Linear init, for a caller
+            that initialises the module itself (the released STNet transformer draws
+            xavier_uniform_ for every weight and never runs this reset on its temporal
+            attention: ``stkit.stnet.transformer.released_init``).
     """
 
     def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8,

@@ -51,9 +51,9 @@ class FrozenBatchNorm2d(nn.Module):
 class ResNetBody(nn.Module):
     """ResNet stem and layers 1-4; returns C3, C4, C5. Stem and layer1 are frozen."""
 
-    def __init__(self, name: str = "resnet18", pretrained: bool = False):
+    def __init__(self, name: str = "resnet18", pretrained: bool = False, weight_set: str | None = None):
         super().__init__()
-        net = torchvision_model(name, pretrained, norm_layer=FrozenBatchNorm2d)
+        net = torchvision_model(name, pretrained, weight_set, norm_layer=FrozenBatchNorm2d)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = (net.layer1, net.layer2,
                                                               net.layer3, net.layer4)
@@ -85,7 +85,7 @@ class Pyramid(nn.Module):
 
     def __init__(self, cfg: STNetConfig):
         super().__init__()
-        self.body = ResNetBody(cfg.backbone, cfg.pretrained)
+        self.body = ResNetBody(cfg.backbone, cfg.pretrained, cfg.imagenet_weights)
         d = cfg.d_model
         chans = self.body.channels
         self.proj = nn.ModuleList([_proj(c, d) for c in chans] + [_proj(chans[-1], d, 3, 2)])

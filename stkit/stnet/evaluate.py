@@ -1,15 +1,21 @@
-"""COCO AP / AP50 / AP75 of STNet with pycocotools, under the two protocols of the papers.
+"""COCO AP / AP50 / AP75 of STNet with pycocotools, under three protocols, named in every key.
 
-* "all frames" (``val_*``, CVA-Net's protocol): every validation frame is scored.
-* "key frames" (``key_*``, the released STNet test): only the key frames of the
-  encoder-feature-shuffle sweep are scored (about one in ``cfg.shuffle_frames``).
+* ``val_*`` "all frames" (CVA-Net's protocol): every validation frame is scored, from
+  the encoder-feature-shuffle sweep's predictions.
+* ``key_*`` "kit key frames": only the frames the sweep decodes as a clip's key (index %
+  K == (K-1)//2 within each video, plus frames left over at a video's end).
+* ``released_*`` "released test" (the released STNet evaluator): the image ids of the
+  split sorted, every (n_support+1)-th from n_support//2 ([1::3]: across video
+  boundaries, not per video), each scored by its OWN clip's key-frame output.
 
-    metrics = evaluate_model(model, val_set)   # val_ap.., key_ap.., fps_shuffle, fps_per_frame, shuffle_speedup
+    metrics = evaluate_model(model, val_set)   # val_ap.., key_ap.., released_ap.., fps_shuffle, fps_per_frame, shuffle_speedup
 
 ``val_set`` enumerates every frame as a key frame (the clip dataset with key stride 1).
 The shuffle sweep decodes K frames per encoder pass from the keys with index % K ==
 (K-1)//2 (so with K=3 the triplets (0,1,2), (3,4,5), ... are covered) plus any frame left
-uncovered at a video's end; both AP protocols use those shuffle predictions. Frame-by-frame
+uncovered at a video's end; the first two protocols use those shuffle predictions. The
+released one uses what the release scores: the key frame decoded from that frame's own clip
+(its global frames drawn as the val set's ``ClipConfig`` says). Frame-by-frame
 inference runs in the same call, for speed (and for its own all-frames AP when it covers
 every item). Ground truth is scaled from the transformed frame to the original size.
 """
@@ -25,6 +31,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm.auto import tqdm
 
+from ..data.buv import released_test_ids
 from .inference import predict_clip
 from .postprocess import coco_detections
 
@@ -85,15 +92,17 @@ def _timed(model, batch, mode):
 
 
 @torch.no_grad()
-def evaluate_model(model, dataset, per_frame_items: int | None = None, progress: bool = False) -> dict:
+def evaluate_model(model, dataset, per_frame_items: int | None = None, progress: bool = False,
+                   released: bool = True) -> dict:
     """Metrics of ``model`` on ``dataset`` (every frame a key frame); see the module docstring.
 
     per_frame_items: run frame-by-frame inference on this many items only (timing);
     None runs it on all items and adds ``per_frame_ap``/``_ap50``/``_ap75`` (all frames).
+    released: also score the released test protocol (``released_*``).
     """
     model.eval()
     K = model.config.shuffle_frames
-    gt, where, shuffle_preds, per_frame_preds, keys = {}, {}, {}, [], set()
+    gt, where, shuffle_preds, per_frame_preds, keys, own = {}, {}, {}, [], set(), {}
     t_shuffle = t_frame = 0.0
     n_frame = 0
     for i in tqdm(range(len(dataset)), desc="evaluate", disable=not progress):
@@ -106,6 +115,7 @@ def evaluate_model(model, dataset, per_frame_items: int | None = None, progress:
             preds, dt = _timed(model, batch, "shuffle")
             t_shuffle += dt
             keys.add(int(key["image_id"]))
+            own[int(key["image_id"])] = preds[0]
             for p in (p for p in preds if p["image_id"] >= 0):  # -1: frame not in the JSON
                 shuffle_preds.setdefault(p["image_id"], p)
                 gt.setdefault(p["image_id"], _gt_entry(item["targets"][p["frame"]]))
@@ -113,17 +123,19 @@ def evaluate_model(model, dataset, per_frame_items: int | None = None, progress:
             preds, dt = _timed(model, batch, "per_frame")
             t_frame, n_frame = t_frame + dt, n_frame + 1
             per_frame_preds += preds
+            own.setdefault(int(key["image_id"]), preds[0])
     for image_id in sorted(set(gt) - set(shuffle_preds)):  # a video's last frames
         preds, dt = _timed(model, single_batch(dataset[where[image_id]]), "shuffle")
         t_shuffle += dt
         keys.add(image_id)
+        own[image_id] = preds[0]
         for p in (p for p in preds if p["image_id"] >= 0):
             shuffle_preds.setdefault(p["image_id"], p)
     coco_gt = coco_ground_truth(gt)
     rows = coco_detections([shuffle_preds[i] for i in gt], list(gt))
     all_frames, key_frames = coco_eval(coco_gt, rows), coco_eval(coco_gt, rows, sorted(keys))
     out = {f"val_{k}": v for k, v in all_frames.items()}          # protocol: all frames
-    out.update({f"key_{k}": v for k, v in key_frames.items()})    # protocol: key frames only
+    out.update({f"key_{k}": v for k, v in key_frames.items()})    # protocol: the kit's key frames
     out.update(n_frames=len(gt), n_key_frames=len(keys),
                fps_shuffle=len(gt) / max(t_shuffle, 1e-9), fps_per_frame=n_frame / max(t_frame, 1e-9))
     out["shuffle_speedup"] = out["fps_shuffle"] / max(out["fps_per_frame"], 1e-9)
@@ -131,4 +143,16 @@ def evaluate_model(model, dataset, per_frame_items: int | None = None, progress:
         ids = [p["image_id"] for p in per_frame_preds]
         pf = coco_eval(coco_gt, coco_detections(per_frame_preds, ids), ids)
         out.update({f"per_frame_{k}": v for k, v in pf.items()})  # all frames, no shuffle
+    if released:
+        out.update(_released_protocol(model, dataset, coco_gt, where, own))
     return out
+
+
+def _released_protocol(model, dataset, coco_gt: dict, where: dict, own: dict) -> dict:
+    """``released_*``: the released test's frames, each scored by its own clip's key output
+    (``where``: image id -> item of the dataset, every frame of the split a key item)."""
+    ids = released_test_ids(where, model.config.n_support)  # every listed frame is a key item
+    for image_id in (i for i in ids if i not in own):
+        own[image_id] = predict_clip(model, single_batch(dataset[where[image_id]]), "per_frame")[0]
+    scores = coco_eval(coco_gt, coco_detections([own[i] for i in ids], ids), ids)
+    return {**{f"released_{k}": v for k, v in scores.items()}, "n_released_frames": len(ids)}

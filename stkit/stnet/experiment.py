@@ -1,5 +1,6 @@
 """STNet experiments end to end: recipe -> BUV clip sets -> STNet and the single-frame
-baseline trained -> COCO AP under both protocols and inference speed.
+baseline trained -> COCO AP under each protocol (all frames, the kit's key frames, the
+released test) and inference speed.
 
     r = recipe("quick")                                    # or "smoke", "paper", a .yaml path
     sets = load_splits(buv_root, r.data)                   # train clips, every val frame a key
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.video import BUVClipDataset, ClipConfig
+from ..data.video import BUVClipDataset, ClipConfig, released_clip
 from ..engine import checkpoint
 from ..engine.recipe import Recipe, load_recipe, with_stages
 from ..engine.trainer import StageResult, run_stage
@@ -28,7 +29,7 @@ from .evaluate import evaluate_model
 from .model import STNet, build_model
 from .task import StageConfig, STNetTask
 
-__all__ = ["recipe", "variant_recipe", "load_splits", "build", "train_variant", "run", "load_trained",
+__all__ = ["recipe", "variant_recipe", "variant_splits", "load_splits", "build", "train_variant", "run", "load_trained",
            "evaluate_run"]
 
 
@@ -43,8 +44,22 @@ def recipe(size: str | Path = "quick") -> Recipe:
 
 
 def variant_recipe(r: Recipe, variant: str) -> Recipe:
-    """The recipe of a variant (``stkit.stnet.config.VARIANTS``): every variant trains alike."""
-    return replace(r, model=variant_config(r.model, variant))
+    """The recipe of a variant (``stkit.stnet.config.VARIANTS``): the same stages for all;
+    ``faithful`` also reads its clips as the release does (``stkit.data.video.released_clip``)."""
+    data = released_clip(r.data) if variant == "faithful" else r.data
+    return replace(r, model=variant_config(r.model, variant), data=data)
+
+
+def variant_splits(root, r: Recipe, variants) -> dict:
+    """{variant: load_splits(...)} for each variant's data, loading each distinct data config once."""
+    loaded, out = {}, {}
+    for variant in variants:
+        data = variant_recipe(r, variant).data
+        key = repr(data)
+        if key not in loaded:
+            loaded[key] = load_splits(root, data)
+        out[variant] = loaded[key]
+    return out
 
 
 def load_splits(root, clip: ClipConfig) -> dict:
@@ -79,10 +94,11 @@ def run(root, run_dir, size: str | Path = "quick", variants=("stnet", "baseline"
 
     ``precision`` ("bf16" | "fp32") and ``batch_size`` (global clips) replace the recipe's."""
     r = with_stages(recipe(size), precision=precision, batch_size=batch_size)
-    sets = load_splits(root, r.data)
+    splits = variant_splits(root, r, variants)
     results = {}
     for variant in variants:
         t0 = time.perf_counter()
+        sets = splits[variant]
         model, result = train_variant(r, variant, sets, run_dir, seed, device, progress, world)
         m = evaluate_model(model, sets["val"], progress=progress and (world is None or world.main))
         m.update(train_seconds=result.seconds, best_epoch=result.best_epoch,
@@ -112,7 +128,7 @@ def evaluate_run(root, run_dir, size: str | Path = "quick", variants=("stnet", "
                  progress: bool = True) -> dict:
     """Evaluate trained variants again (no training); write ``run_dir/eval.json``."""
     r = recipe(size)
-    sets = load_splits(root, r.data)
-    out = {v: evaluate_model(load_trained(r, v, run_dir, device), sets["val"], progress=progress) for v in variants}
+    splits = variant_splits(root, r, variants)
+    out = {v: evaluate_model(load_trained(r, v, run_dir, device), splits[v]["val"], progress=progress) for v in variants}
     checkpoint.write_json(Path(run_dir) / "eval.json", out)
     return out

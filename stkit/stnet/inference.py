@@ -16,19 +16,12 @@ from __future__ import annotations
 
 import torch
 
-from .model import STNet, check_clip
+from .model import STNet, check_clip, shuffle_items
 from .postprocess import postprocess
 
 __all__ = ["predict_clip", "shuffle_items", "decoder_attention", "MODES"]
 
 MODES = ("shuffle", "per_frame")
-
-
-def shuffle_items(B: int, K: int, device=None):
-    """(clip, current) index vectors (B*K,) decoding frames 0..K-1 of every clip."""
-    clip = torch.arange(B, device=device).repeat_interleave(K)
-    current = torch.arange(K, device=device).repeat(B)
-    return clip, current
 
 
 def _sizes(batch: dict, clip: torch.Tensor, current: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,10 @@
     loss, parts = crit(outputs, targets)       # targets: per decoded frame, normalised
     loss, parts = loss_on_batch(model, crit, batch)   # a clip batch straight from the loader
 
+Which frames are supervised is ``cfg.objective`` (``stkit.stnet.config.OBJECTIVES``):
+the key frame (the kit), the mean over the three decoded frames key, key-1, key+1 each
+against its own boxes (the released clip engine), or the key frame predicted by T query
+groups (the released main.py; the grouping is the model's, the loss is the key frame's).
 Per decoder layer (every layer by default; the last only with ``cfg.faithful``, as the
 released code): focal loss summed over queries and classes, L1 and 1 - GIoU summed over
 matched pairs, each divided by the number of target boxes (at least 1). Also here:
@@ -21,7 +25,8 @@ from torchvision.ops import box_convert, generalized_box_iou
 from .config import STNetConfig
 from .matcher import match
 
-__all__ = ["SetCriterion", "sigmoid_focal_loss", "normalise_targets", "loss_on_batch"]
+__all__ = ["SetCriterion", "sigmoid_focal_loss", "normalise_targets", "loss_on_batch", "decoded_frames",
+           "frame_outputs"]
 
 
 def sigmoid_focal_loss(logits: torch.Tensor, onehot: torch.Tensor, alpha: float = 0.25,
@@ -101,12 +106,35 @@ class SetCriterion(nn.Module):
         return total, parts
 
 
-def loss_on_batch(model, criterion: SetCriterion, batch: dict):
-    """One clip batch (the clip contract) -> (loss, parts) for the key frames."""
-    frames, mask = batch["frames"], batch["mask"]
+def decoded_frames(cfg: STNetConfig) -> int:
+    """Frames of every clip the training loss decodes: 3 with ``three_frames`` (key, key-1,
+    key+1; fewer in a shorter clip), else 1 (the key)."""
+    return min(3, cfg.n_frames) if cfg.objective == "three_frames" else 1
+
+
+def frame_outputs(outputs: dict, f: int, K: int) -> dict:
+    """Frame f of every clip from outputs decoded clip-major with K frames per clip."""
+    pick = {k: v[f::K] for k, v in outputs.items() if k != "aux"}
+    pick["aux"] = [{k: v[f::K] for k, v in layer.items()} for layer in outputs.get("aux", [])]
+    return pick
+
+
+def loss_on_batch(model, criterion: SetCriterion, batch: dict, num_boxes=None):
+    """One clip batch (the clip contract) -> (loss, parts) of the objective (module docstring).
+
+    ``num_boxes``: a function of one frame's targets giving its normaliser (default their
+    count; the trainer's averages it over processes). The parts are the key frame's."""
     device = next(model.parameters()).device
-    keys = [clip[0] for clip in batch["targets"]]
-    targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()}
-               for t in normalise_targets(keys, "batch ")]
-    outputs = model(frames.to(device), mask.to(device))
-    return criterion(outputs, targets)
+    K = decoded_frames(criterion.cfg)
+    outputs = model(batch["frames"].to(device), batch["mask"].to(device), n_decode=K)
+    total, key_parts = 0.0, None
+    for f in range(K):
+        frame = [clip[f] for clip in batch["targets"]]
+        targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()}
+                   for t in normalise_targets(frame, "batch " if f == 0 else f"batch frame {f} ")]
+        n = None if num_boxes is None else num_boxes(targets)
+        loss, parts = criterion(frame_outputs(outputs, f, K) if K > 1 else outputs, targets, n)
+        total = total + loss / K
+        key_parts = key_parts or parts
+    key_parts["loss"] = float(total.detach())
+    return total, key_parts

@@ -23,9 +23,9 @@ from ..ops.module import level_start_index
 from .backbone import Pyramid
 from .config import STNetConfig
 from .position import sine_position
-from .transformer import Decoder, EncoderLayer, encoder_reference_points, valid_ratios
+from .transformer import Decoder, EncoderLayer, encoder_reference_points, released_init, valid_ratios
 
-__all__ = ["STNet", "Memory", "build_model", "check_clip"]
+__all__ = ["STNet", "Memory", "build_model", "check_clip", "shuffle_items"]
 
 
 @dataclass
@@ -37,6 +37,13 @@ class Memory:
     ratios: torch.Tensor        # (B, T, L, 2) valid fraction (x, y) per level
     shapes: torch.Tensor        # (L, 2) int64 on the CPU, rows (H_l, W_l)
     starts: torch.Tensor        # (L,) int64 level start rows
+
+
+def shuffle_items(B: int, K: int, device=None):
+    """(clip, current) index vectors (B*K,) decoding frames 0..K-1 of every clip, clip-major."""
+    clip = torch.arange(B, device=device).repeat_interleave(K)
+    current = torch.arange(K, device=device).repeat(B)
+    return clip, current
 
 
 def check_clip(frames: torch.Tensor, mask: torch.Tensor, n_frames: int) -> None:
@@ -66,6 +73,8 @@ class STNet(nn.Module):
         nn.init.xavier_uniform_(self.reference_points.weight)
         nn.init.zeros_(self.reference_points.bias)
         self.decoder = Decoder(cfg)
+        if cfg.faithful:  # the released transformer's init (its heads and projections keep theirs)
+            released_init([self.encoder, self.decoder.layers])
 
     def encode(self, frames: torch.Tensor, mask: torch.Tensor) -> Memory:
         """frames (B, T, 3, H, W), mask (B, T, H, W) -> the encoded clip (all T frames)."""
@@ -90,27 +99,41 @@ class STNet(nn.Module):
 
     def decode(self, mem: Memory, clip: torch.Tensor, current: torch.Tensor,
                return_attention: bool = False) -> dict:
-        """Decode frame ``current[n]`` of clip ``clip[n]`` for each item n -> outputs (N, ...)."""
+        """Decode frame ``current[n]`` of clip ``clip[n]`` for each item n -> outputs (N, ...).
+
+        With ``split_queries`` (``cfg.query_groups`` = T) an item predicts its key frame
+        (``current`` must be 0) from T query groups, group t decoding frame t."""
+        G = self.config.query_groups
+        if G > 1:
+            if bool((current != 0).any()) or return_attention:
+                raise ValueError("STNet with objective split_queries: every pass predicts the key frame "
+                                 "only (current must be 0) and returns no attention maps")
+            clip = clip.repeat_interleave(G)
+            current = torch.arange(G, device=clip.device).repeat(clip.shape[0] // G)
         N = clip.shape[0]
         query_pos, tgt = self.query_embed.weight.chunk(2, -1)  # (Q, C) each
-        query_pos = query_pos[None].expand(N, -1, -1)
-        tgt = tgt[None].expand(N, -1, -1)
-        ref = self.reference_points(query_pos).sigmoid()  # (N, Q, 2)
+        query_pos, tgt = (x.reshape(G, -1, x.shape[-1]).repeat(N // G, 1, 1) for x in (query_pos, tgt))
+        ref = self.reference_points(query_pos).sigmoid()  # (N, Q / G, 2)
         layers = self.decoder(tgt, query_pos, ref, mem.tokens, mem.mask, mem.ratios[clip, current],
-                              mem.shapes, mem.starts, clip, current, return_attention)
+                              mem.shapes, mem.starts, clip, current, return_attention, G)
+        if G > 1:  # the T groups of an item back into one set of Q predictions
+            layers = [{k: v.reshape(N // G, -1, v.shape[-1]) for k, v in out.items()} for out in layers]
         out = dict(layers[-1])
         out["aux"] = layers[:-1]
         return out
 
-    def forward(self, frames: torch.Tensor, mask: torch.Tensor, return_attention: bool = False) -> dict:
-        """Predictions for the key frame (index 0) of every clip in the batch."""
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor, return_attention: bool = False,
+                n_decode: int = 1) -> dict:
+        """Predictions for the key frame (index 0) of every clip in the batch; with
+        ``n_decode`` = K for frames 0..K-1 of every clip, items clip-major (b0 f0, b0 f1, ...)."""
         check_clip(frames, mask, self.config.n_frames)
         if not self.config.temporal:  # the baseline never looks at the other frames
+            if n_decode != 1:
+                raise ValueError("the single-frame baseline encodes the key frame only: n_decode must be 1")
             frames, mask = frames[:, :1], mask[:, :1]
         mem = self.encode(frames, mask)
         B = frames.shape[0]
-        idx = torch.arange(B, device=frames.device)
-        return self.decode(mem, idx, torch.zeros_like(idx), return_attention)
+        return self.decode(mem, *shuffle_items(B, n_decode, frames.device), return_attention)
 
 
 def build_model(cfg: STNetConfig) -> STNet:

@@ -35,7 +35,7 @@ from ..engine.task import DatasetTask
 from ..engine.trainer import Stage
 from .config import STNetConfig
 from .evaluate import evaluate_model
-from .loss import SetCriterion, normalise_targets
+from .loss import SetCriterion, loss_on_batch
 
 __all__ = ["StageConfig", "STNetTask", "param_groups", "BACKBONE_FROZEN"]
 
@@ -128,18 +128,14 @@ class STNetTask(DatasetTask):
         return max(float(n), 1.0)
 
     def loss(self, net: nn.Module, batch: dict, stage: Stage):
-        """Loss of the key frames of a collated clip batch -> (loss, parts, clips)."""
-        keys = [clip[0] for clip in batch["targets"]]
-        targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in t.items()}
-                   for t in normalise_targets(keys, "training batch ")]
-        out = net(batch["frames"].to(self.device), batch["mask"].to(self.device))  # DDP-wrapped when N > 1
-        loss, parts = self.criterion(out, targets, self._num_boxes(targets))
+        """Loss of the objective (``cfg.objective``) on a collated clip batch -> (loss, parts, clips)."""
+        loss, parts = loss_on_batch(net, self.criterion, batch, self._num_boxes)  # net: DDP-wrapped when N > 1
         parts.pop("loss", None)
-        return loss, parts, len(keys)
+        return loss, parts, len(batch["targets"])
 
     def validate(self, model: nn.Module) -> dict:
         """COCO AP of shuffle predictions on every validation frame (no frame-by-frame pass)."""
-        m = evaluate_model(model, self.val_set, per_frame_items=0)
+        m = evaluate_model(model, self.val_set, per_frame_items=0, released=False)
         return {k: m[k] for k in ("val_ap", "val_ap50", "val_ap75", "key_ap50")}
 
     @staticmethod

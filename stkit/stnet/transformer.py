@@ -24,7 +24,7 @@ from .attention import STDA, arrange_frames
 from .config import STNetConfig
 
 __all__ = ["EncoderLayer", "DecoderLayer", "Decoder", "MLP", "inverse_sigmoid",
-           "encoder_reference_points", "valid_ratios"]
+           "encoder_reference_points", "valid_ratios", "released_init"]
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -51,6 +51,24 @@ def encoder_reference_points(shapes: list, ratios: torch.Tensor) -> torch.Tensor
         refs.append(torch.stack([x, y], -1))
     ref = torch.cat(refs, 1)  # (N, S, 2)
     return ref[:, :, None] * ratios[:, None]  # (N, S, L, 2)
+
+
+# The released decoder layer builds its self-attention with 8 heads whatever the head count
+# of the rest of the model (a literal in its constructor); the faithful variant does too.
+RELEASED_SELF_ATTENTION_HEADS = 8
+
+
+def released_init(modules) -> None:
+    """The released transformer's init of its layers: ``xavier_uniform_`` on every parameter of
+    more than one dimension (value/output projections, point and weight heads, FFNs,
+    self-attention); biases keep what PyTorch drew. The release's reset would also run
+    Deformable DETR's MSDeformAttn reset (zero offset weights, a ring of offset biases,
+    uniform attention) on instances of that class, but its temporal attention modules are
+    not instances of it, so that reset never runs (``STDA(init="default")`` then this)."""
+    for module in modules:
+        for p in module.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
 
 
 class MLP(nn.Module):
@@ -113,17 +131,21 @@ class DecoderLayer(nn.Module):
     def __init__(self, cfg: STNetConfig):
         super().__init__()
         d = cfg.d_model
-        self.self_attn = nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.dropout, batch_first=True)
+        heads = RELEASED_SELF_ATTENTION_HEADS if cfg.faithful else cfg.n_heads
+        self.self_attn = nn.MultiheadAttention(d, heads, dropout=cfg.dropout, batch_first=True)
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.drop1, self.drop2 = nn.Dropout(cfg.dropout), nn.Dropout(cfg.dropout)
         self.cross = _stda(cfg, cfg.dec_points, cfg.dec_temporal_points)
         self.ffn = _FFN(d, cfg.ffn_dim, cfg.dropout)
 
     def forward(self, tgt, query_pos, ref, memory, mask, shapes, lsi, clip, current,
-                return_attention=False):
-        """tgt, query_pos (N, Q, C); ref (N, Q, L, 2|4); memory (B, T, S, C); mask (B, T, S)."""
-        q = tgt + query_pos
-        tgt = self.norm1(tgt + self.drop1(self.self_attn(q, q, tgt, need_weights=False)[0]))
+                return_attention=False, groups: int = 1):
+        """tgt, query_pos (N, Q, C); ref (N, Q, L, 2|4); memory (B, T, S, C); mask (B, T, S).
+        ``groups`` > 1: every run of that many items is one query set split into groups
+        (``split_queries``): self-attention runs over the whole set."""
+        q = (tgt + query_pos).reshape(tgt.shape[0] // groups, -1, tgt.shape[-1])
+        v = tgt.reshape(q.shape)
+        tgt = self.norm1(tgt + self.drop1(self.self_attn(q, q, v, need_weights=False)[0].reshape(tgt.shape)))
         B, T, S, _ = memory.shape
         v = self.cross.project_value(memory.flatten(0, 1), mask.flatten(0, 1))
         v = v.view(B, T, *v.shape[1:])  # (B, T, S, M, D)
@@ -154,16 +176,16 @@ class Decoder(nn.Module):
                 nn.init.zeros_(head.layers[-1].bias)
 
     def forward(self, tgt, query_pos, ref, memory, mask, ratios, shapes, lsi, clip, current,
-                return_attention=False):
+                return_attention=False, groups: int = 1):
         """ref (N, Q, 2) initial reference points; ratios (N, L, 2). Returns per layer
         dicts with "logits" (N, Q, num_classes), "boxes" (N, Q, 4) cxcywh in [0, 1]
-        (and "attention" with ``return_attention``)."""
+        (and "attention" with ``return_attention``); ``groups`` see ``DecoderLayer``."""
         outputs = []
         for layer, cls_head, box_head in zip(self.layers, self.class_heads, self.box_heads):
             scale = ratios if ref.shape[-1] == 2 else torch.cat([ratios, ratios], -1)
             ref_in = ref[:, :, None] * scale[:, None]  # (N, Q, L, 2|4)
             tgt, att = layer(tgt, query_pos, ref_in, memory, mask, shapes, lsi, clip, current,
-                             return_attention)
+                             return_attention, groups)
             delta = box_head(tgt)  # (N, Q, 4)
             if ref.shape[-1] == 4:
                 boxes = (delta + inverse_sigmoid(ref)).sigmoid()

@@ -14,3 +14,9 @@ def test_every_paper_number_has_source_flag_and_scale():
     by_key = {(r.method, r.metric_key[1]): r.value for r in papers.REPORTED_STNET if r.metric_key and r.source == papers.STNET_PAPER}
     assert by_key[("STNet", "val_ap50")] == 0.703 and by_key[("CVA-Net", "val_ap75")] == 0.385
     assert [r.value for r in papers.REPORTED_STERN[:2]] == [0.8422, 0.8567] and [r.verified for r in papers.REPORTED_STERN[:2]] == [True, False]
+
+
+def test_speed_claim_says_what_the_abstract_leaves_unstated():
+    speed = next(r for r in papers.REPORTED_STNET if r.metric_key == ("stnet", "shuffle_speedup"))
+    assert "does not say against what" in speed.label() and "main.py" in speed.label()
+    assert all(not r.unstated or r.unstated in r.label() for r in papers.REPORTED_STNET + papers.REPORTED_STERN)

@@ -35,3 +35,23 @@ def test_presets(tmp_path):
         recipe(bad)
     with pytest.raises(ValueError, match="no stnet recipe 'huge'"):
         recipe("huge")
+
+
+def test_faithful_variant_is_the_release_in_model_and_data():
+    """faithful: the release's ImageNet weights (V1), the clip engine's objective, the
+    last-layer loss, and the data read as released; the default departs in each."""
+    from dataclasses import replace
+
+    from stkit.stnet.experiment import variant_recipe
+
+    r = recipe("paper")
+    faithful, default = variant_recipe(r, "faithful"), variant_recipe(r, "stnet")
+    assert (faithful.model.imagenet_weights, default.model.imagenet_weights) == ("IMAGENET1K_V1", "IMAGENET1K_V2")
+    assert (faithful.model.objective, default.model.objective) == ("three_frames", "key_frame")
+    assert faithful.model.aux_loss is False and default.model.aux_loss is True
+    assert faithful.data != default.data == r.data
+    assert (faithful.data.color, faithful.data.negative_boxes) == ("rgb", "drop")
+    assert (default.data.color, default.data.negative_boxes) == ("grey", "flip")
+    assert replace(r.model, pretrained=False).imagenet_weights is None
+    with pytest.raises(ValueError, match="objective"):
+        STNetConfig(objective="every_frame")

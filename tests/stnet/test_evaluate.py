@@ -74,3 +74,28 @@ def test_evaluate_model_covers_every_frame_and_labels_protocols():
     for k in ("val_ap", "val_ap50", "val_ap75", "key_ap", "key_ap50", "key_ap75"):
         assert 0.0 <= m[k] <= 1.0
     assert m["fps_shuffle"] > 0 and m["fps_per_frame"] > 0 and "per_frame_ap" not in m
+    # Released test: sorted ids 0..6, 100..104, every third from the second -> 1, 4, 100, 103.
+    assert m["n_released_frames"] == 4 and all(0.0 <= m[f"released_{k}"] <= 1.0 for k in ("ap", "ap50", "ap75"))
+
+
+def test_released_protocol_scores_each_frame_from_its_own_clip(monkeypatch):
+    """Every released frame's detections are its own clip's key-frame output: a model that
+    only finds the lesion when a frame is decoded as the key of its clip scores 1 there,
+    while the kit's sweep (which decodes frames 0 and 2 of a triplet as neighbours) does not."""
+    from stkit.stnet import evaluate as ev
+
+    def fake_predict(model, batch, mode="shuffle", k=None):
+        K = 3 if mode == "shuffle" else 1
+        out = []
+        for f in range(K):
+            t = batch["targets"][0][f]
+            box = t["boxes"][0] * 2 if f == 0 else torch.tensor([0.0, 0.0, 2.0, 2.0])  # orig = 2 x size
+            out.append({"scores": torch.tensor([0.9]), "labels": torch.tensor([1]), "boxes": box[None],
+                        "clip": 0, "frame": f, "image_id": int(t["image_id"])})
+        return out
+
+    monkeypatch.setattr(ev, "predict_clip", fake_predict)
+    torch.manual_seed(0)
+    m = ev.evaluate_model(build_model(recipe("smoke").model), FakeVideos(), per_frame_items=0)
+    assert m["released_ap50"] == 1.0 and m["key_ap50"] == 1.0
+    assert m["val_ap50"] < 0.9  # neighbours decoded by the sweep got the wrong box
