@@ -6,6 +6,7 @@ r"""The kit's one command line: ``python -m stkit {report,run,screenshots,stern,
     python -m stkit stern seeds --labels data/cxr_quick_seed0/labels.csv --out runs/seeds --seeds 0 1 2
     python -m stkit stnet train --data data/buv_quick_seed0 --out runs/stnet --size quick
     python -m stkit stnet eval --data data/buv_quick_seed0 --out runs/stnet --size quick
+    python -m stkit stnet eval --data data/buv --out runs/official --size paper --official-weights W.pth
     python -m stkit ops build                               # compile the deformable-attention op now
     python -m stkit bench ops --shapes A,B --threads 2      # the op against its reference
     python -m stkit bench stnet --size quick                # an STNet training step, both ops
@@ -38,6 +39,7 @@ from .stern import experiment as stern
 from .stnet import bench as stnet_bench
 from .stnet import config as stnet_config
 from .stnet import experiment as stnet
+from .stnet import official as stnet_official
 
 
 def _param_value(text: str):
@@ -92,6 +94,8 @@ def _add_paper_commands(sub) -> None:
     sn.add_argument("action", choices=("train", "eval"))
     sn.add_argument("--data", required=True, help="BUV-format folder (rawframes/ and the split JSONs)")
     _add_run_options(sn, "stnet", stnet_config.VARIANTS, ["stnet", "baseline"])
+    sn.add_argument("--official-weights", metavar="FILE", help="eval: the released clip model's weights in the "
+                    "faithful model of --size/--config (the published ones: --size paper) -> OUT/official_eval.json")
 
 
 def _add_tool_commands(sub) -> None:
@@ -154,8 +158,15 @@ def _stern(args) -> None:
 
 
 def _stnet(args) -> None:
+    if args.official_weights and args.action != "eval":
+        raise ValueError("--official-weights goes with 'stnet eval'")
     if args.action == "train":
         _train(args, stnet, args.data)
+        return
+    if args.official_weights:
+        metrics = stnet_official.evaluate_official(args.data, args.official_weights, _recipe_arg(args), args.out,
+                                                   distributed.setup(args.device).device)
+        print(json.dumps(metrics, indent=1, default=float))
         return
     results = stnet.evaluate_run(args.data, args.out, _recipe_arg(args), tuple(args.variants),
                                  distributed.setup(args.device).device)

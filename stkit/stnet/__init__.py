@@ -11,7 +11,8 @@ attend, with one softmax, to their own frame and to the other frames of a clip
 Modules, the same file names as ``stkit.stern`` for the same jobs: config (the one home
 of the model's numbers), backbone, position, attention (STDA), transformer, model,
 matcher, loss, postprocess, inference, task (STNet on the engine's trainer), evaluate,
-experiment (recipe -> data -> training -> metrics), bench (a training-step timing).
+experiment (recipe -> data -> training -> metrics), bench (a training-step timing), official
+(the released clip model's weights in the faithful model: ``load_official_state_dict``).
 """
 
 from .attention import STDA
@@ -20,7 +21,9 @@ from .evaluate import coco_eval, evaluate_model
 from .inference import predict_clip
 from .loss import SetCriterion, loss_on_batch, normalise_targets
 from .model import STNet, build_model
+from .official import load_official_state_dict, to_official_state_dict
 from .postprocess import coco_detections, postprocess
 
 __all__ = ["STDA", "STNetConfig", "variant_config", "SetCriterion", "loss_on_batch", "normalise_targets", "STNet",
-           "build_model", "coco_eval", "evaluate_model", "predict_clip", "postprocess", "coco_detections"]
+           "build_model", "coco_eval", "evaluate_model", "predict_clip", "postprocess", "coco_detections",
+           "load_official_state_dict", "to_official_state_dict"]
